@@ -1,0 +1,3 @@
+"""reidd: a multi-camera vehicle re-identification daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+from reidd.cli import main; import sys; sys.exit(main())

@@ -1,0 +1,140 @@
+"""The ``reidd`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from reidd import __version__
+from reidd.config import ConfigError, load_config
+
+#: Modules that add their own subcommands through ``register(subparsers)``.
+_PLUGIN_MODULES: list[str] = []
+
+_DESCRIPTION = """\
+reidd: multi-camera vehicle re-identification daemon.
+
+Reads cameras (RTSP/HTTP streams or video files), detects vehicles, tracks them per camera,
+turns tracks into tracklets and (with re-ID enabled) matches them across cameras.
+
+Start with:
+  reidd check-config cameras.yaml        validate a config without starting anything
+  reidd replay --config cameras.yaml --out out/   process recorded files, deterministically
+  reidd run --config cameras.yaml        the long-running daemon (SIGTERM drains and exits 0)
+Every subcommand has its own --help.
+"""
+
+
+def _env_defaults() -> None:
+    """Ultralytics: never phone home or pip-install at run time; keep its settings project-local."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path.cwd() / ".yolo"))
+
+
+def _load(path: str, check_files: bool = True):
+    try:
+        return load_config(path, check_files=check_files)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    cams = ", ".join(f"{c.id} ({c.kind}{'' if c.enabled else ', disabled'})" for c in cfg.cameras)
+    print(f"{args.config}: OK — {len(cfg.cameras)} camera(s): {cams}; detector {cfg.detector.type} "
+          f"({cfg.detector.model if cfg.detector.type == 'yolo' else 'background subtraction'}), "
+          f"tracker {cfg.tracker.type}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    if args.speed is not None and args.speed <= 0:
+        print("--speed must be > 0", file=sys.stderr)
+        return 2
+    live = [c.id for c in cfg.enabled_cameras if c.is_live]
+    if live:
+        print(f"replay needs recorded files; these cameras are live streams: {', '.join(live)} "
+              "(use `reidd run` for them)", file=sys.stderr)
+        return 2
+    from reidd.daemon import run_replay, setup_logging
+
+    setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
+    code, _ = run_replay(cfg, args.out, speed=args.speed, serve_metrics=args.metrics)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    from reidd.daemon import run_live, setup_logging
+
+    setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
+    return run_live(cfg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reidd", description=_DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"reidd {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("check-config", help="validate a cameras.yaml and exit (0 valid, 2 invalid)",
+                       description="Validate a cameras.yaml without opening any camera or model. Every problem is "
+                                   "printed with its path (e.g. cameras[2].url); exit code 2 when there is any.")
+    s.add_argument("config", help="path to the cameras.yaml")
+    s.set_defaults(func=cmd_check_config)
+
+    log_help = "override logging.level from the config (DEBUG, INFO, WARNING, ERROR)"
+    s = sub.add_parser(
+        "run", help="run the daemon on the configured cameras until stopped",
+        description="The long-running daemon: reads every enabled camera (live streams, or files paced at their "
+                    "native frame rate), detects, tracks and builds tracklets. SIGTERM/SIGINT drain: open "
+                    "tracklets are flushed and the exit code is 0. Prometheus metrics, /healthz and /readyz are "
+                    "served at metrics.host:metrics.port.")
+    s.add_argument("--config", required=True, help="path to the cameras.yaml")
+    s.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help=log_help)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser(
+        "replay", help="process recorded video files deterministically and write the results",
+        description="Replay recorded files (every frame, merged across cameras by media time) as fast as the "
+                    "machine allows, or at --speed times real time. The same input gives byte-identical outputs: "
+                    "OUT/tracklets.jsonl (one closed tracklet per line), OUT/mot/<camera>.txt (MOTChallenge: "
+                    "frame,id,x,y,w,h,conf,-1,-1,-1, frame 1-based) and OUT/summary.json. Exit code 1 when a "
+                    "camera failed (the others still finish), 2 for a bad config.")
+    s.add_argument("--config", required=True, help="path to the cameras.yaml (every enabled camera must be a file)")
+    s.add_argument("--out", required=True, help="output folder (created)")
+    s.add_argument("--speed", type=float, default=None,
+                   help="pace playback at this multiple of real time (default: as fast as possible)")
+    s.add_argument("--metrics", action="store_true", help="also serve the Prometheus endpoint while replaying")
+    s.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help=log_help)
+    s.set_defaults(func=cmd_replay)
+
+    for name in _PLUGIN_MODULES:
+        importlib.import_module(name).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _env_defaults()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

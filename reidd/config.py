@@ -1,0 +1,442 @@
+"""The cameras.yaml schema: every field typed, defaulted and described.
+
+``load_config(path)`` reads a file, substitutes ``${ENV_VAR}`` (or
+``${ENV_VAR:-default}``), validates, resolves relative paths against the file's
+folder and checks that referenced files exist. Every problem is collected into
+one :class:`ConfigError` whose ``problems`` list holds ``(path, message)``
+pairs, e.g. ``("cameras[2].url", "file not found: ...")``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` lists (path, message)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {len(problems)} problem(s)"]
+        lines += [f"  {p or '<root>'}: {m}" for p, m in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- cameras
+class ReconnectConfig(_Model):
+    """Back-off between reconnection attempts of a live source."""
+
+    initial_s: float = Field(0.5, gt=0, description="First wait after a failure, seconds.")
+    max_s: float = Field(30.0, gt=0, description="Longest wait between attempts, seconds.")
+    multiplier: float = Field(2.0, ge=1.0, description="Each failed attempt multiplies the wait by this.")
+    jitter: float = Field(0.2, ge=0, le=1, description="Random +/- fraction added to each wait.")
+    max_attempts: int = Field(
+        0, ge=0, description="Give up (state 'failed') after this many failed attempts in a row; 0 = never."
+    )
+
+
+class CameraConfig(_Model):
+    """One camera: a video file, an RTSP stream or an HTTP(S) stream."""
+
+    id: str = Field(..., pattern=_ID_RE, description="Unique camera id (letters, digits, '_', '-', '.').")
+    url: str = Field(
+        ...,
+        description="rtsp://, rtsps://, http(s):// URL or a video file path (relative to the config file).",
+    )
+    enabled: bool = Field(True, description="Disabled cameras are validated but not opened.")
+    max_fps: float | None = Field(
+        None, gt=0, description="Process at most this many frames per second (files: a frame stride is derived)."
+    )
+    frame_stride: int = Field(1, ge=1, description="Process every N-th decoded frame.")
+    roi: list[tuple[float, float]] | None = Field(
+        None,
+        description="Optional polygon [[x, y], ...] in pixels; detections whose box centre lies outside are ignored.",
+    )
+    time_offset_s: float = Field(
+        0.0, description="Added to the media time of a file source (aligns cameras recorded at different starts)."
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport.")
+    open_timeout_s: float = Field(10.0, gt=0, description="Give up opening the stream after this long.")
+    read_timeout_s: float = Field(5.0, gt=0, description="A read that takes longer counts as a failure.")
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Reconnect back-off.")
+    queue_size: int = Field(
+        4, ge=1, le=1024, description="Frames buffered between reader and pipeline (live: newest wins)."
+    )
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_to_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_polygon(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if v is not None and len(v) < 3:
+            raise ValueError("a polygon needs at least 3 points")
+        return v
+
+    @property
+    def kind(self) -> Literal["rtsp", "http", "file"]:
+        low = self.url.lower()
+        if low.startswith(("rtsp://", "rtsps://")):
+            return "rtsp"
+        if low.startswith(("http://", "https://")):
+            return "http"
+        return "file"
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind != "file"
+
+
+# --------------------------------------------------------------------------- detector / tracker
+class MotionConfig(_Model):
+    """Background-subtraction detector settings (fixed cameras, offline demo)."""
+
+    history: int = Field(200, ge=1, description="Frames in the MOG2 background model.")
+    var_threshold: float = Field(25.0, gt=0, description="MOG2 variance threshold.")
+    learning_rate: float = Field(-1.0, description="MOG2 learning rate (-1 = automatic).")
+    warmup_frames: int = Field(0, ge=0, description="Frames used only to learn the background.")
+    kernel: int = Field(5, ge=1, description="Morphology kernel size in pixels.")
+    min_area: int = Field(400, ge=1, description="Smallest blob kept, pixels.")
+    max_area_frac: float = Field(0.5, gt=0, le=1, description="Largest blob kept, fraction of the frame.")
+    min_aspect: float = Field(0.2, gt=0, description="Smallest width/height ratio kept.")
+    max_aspect: float = Field(5.0, gt=0, description="Largest width/height ratio kept.")
+
+
+class DetectorConfig(_Model):
+    """Which detector runs on every frame."""
+
+    type: Literal["yolo", "motion"] = Field("yolo", description="'yolo' (ultralytics) or 'motion'.")
+    model: str = Field(
+        "yolo11n.pt",
+        description=(
+            "Anything ultralytics loads: a .pt name it can download, or a local .pt/.onnx/.engine file or "
+            "*_openvino_model folder (relative to the config file)."
+        ),
+    )
+    classes: list[int] = Field(
+        default_factory=lambda: [2, 3, 5, 7], description="COCO class ids kept (default: car, motorcycle, bus, truck)."
+    )
+    conf: float = Field(0.25, ge=0, le=1, description="Minimum detection confidence.")
+    iou: float = Field(0.7, gt=0, le=1, description="NMS IoU threshold.")
+    imgsz: int = Field(640, ge=32, description="Inference size in pixels.")
+    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    half: bool = Field(False, description="fp16 inference (CUDA only).")
+    max_batch: int = Field(8, ge=1, description="Frames from several cameras batched into one call, at most.")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="Settings of the motion detector.")
+
+
+class TrackerConfig(_Model):
+    """Per-camera multi-object tracker (ultralytics' ByteTrack / BoT-SORT)."""
+
+    type: Literal["bytetrack", "botsort"] = Field("bytetrack", description="Tracking algorithm.")
+    track_high_thresh: float = Field(0.25, ge=0, le=1, description="First-association confidence threshold.")
+    track_low_thresh: float = Field(0.1, ge=0, le=1, description="Second-association confidence threshold.")
+    new_track_thresh: float = Field(0.25, ge=0, le=1, description="Confidence needed to start a track.")
+    track_buffer: int = Field(30, ge=1, description="Frames a lost track is kept for re-association.")
+    match_thresh: float = Field(0.8, gt=0, le=1, description="Association cost threshold.")
+    fuse_score: bool = Field(True, description="Fuse detection confidence into the IoU cost.")
+    gmc_method: Literal["none", "sparseOptFlow", "orb", "sift", "ecc"] = Field(
+        "none", description="BoT-SORT camera-motion compensation ('none' for fixed cameras)."
+    )
+    proximity_thresh: float = Field(0.5, ge=0, le=1, description="BoT-SORT proximity threshold.")
+    appearance_thresh: float = Field(0.8, ge=0, le=1, description="BoT-SORT appearance threshold.")
+
+
+class CropQualityWeights(_Model):
+    """Weights of the crop quality score (each term is in 0..1)."""
+
+    size: float = Field(0.35, ge=0, description="Box area relative to a reference size.")
+    sharpness: float = Field(0.25, ge=0, description="Variance of the Laplacian (focus / motion blur).")
+    confidence: float = Field(0.25, ge=0, description="Detector confidence.")
+    border: float = Field(0.15, ge=0, description="1 when the box is clear of the frame border, 0 when cut.")
+
+
+class TrackletConfig(_Model):
+    """How tracks become tracklets."""
+
+    max_crops: int = Field(8, ge=1, le=256, description="Best crops kept per tracklet.")
+    lost_frames: int = Field(
+        30, ge=1, description="Close a tracklet when its track has not been seen for this many processed frames."
+    )
+    max_frames: int = Field(
+        900, ge=10, description="A track still open after this many frames emits a 'periodic' tracklet and goes on."
+    )
+    min_boxes: int = Field(3, ge=1, description="Tracklets with fewer boxes are dropped (counted).")
+    min_crop_size: int = Field(16, ge=1, description="Crops smaller than this (either side, pixels) are not kept.")
+    border_margin: int = Field(4, ge=0, description="A box within this many pixels of the edge counts as cut.")
+    max_open_tracks: int = Field(
+        1000, ge=1, description="Per camera bound on open tracklets; the oldest are closed past it."
+    )
+    quality: CropQualityWeights = Field(default_factory=CropQualityWeights, description="Crop quality weights.")
+
+
+# --------------------------------------------------------------------------- re-ID / gallery / matching
+class ReidConfig(_Model):
+    """The re-ID embedder shared by all cameras."""
+
+    enabled: bool = Field(True, description="Embed and match tracklets (off: tracking only).")
+    backbone: Literal["efficientnet_lite0", "resnet18", "resnet50"] = Field(
+        "efficientnet_lite0", description="CNN backbone."
+    )
+    weights: str | None = Field(
+        None,
+        description=(
+            "A reidd checkpoint (.pt) or exported .onnx; unset = ImageNet-initialised backbone with a fresh BNNeck "
+            "(efficientnet_lite0 works offline)."
+        ),
+    )
+    embedding_dim: int | None = Field(None, ge=8, description="Embedding size (None: the backbone's width).")
+    attention: bool = Field(False, description="CBAM channel+spatial attention after the backbone.")
+    input_size: tuple[int, int] = Field((224, 224), description="Crop size fed to the model, (height, width).")
+    device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', ...")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="'auto': fp16 on CUDA, bf16 on CPUs that support it, else fp32."
+    )
+    max_batch: int = Field(64, ge=1, description="Crops per embedder call, at most.")
+    max_wait_ms: float = Field(20.0, ge=0, description="Wait at most this long to fill a batch.")
+    pooling: Literal["quality", "mean"] = Field(
+        "quality", description="Temporal pooling of a tracklet's crop features."
+    )
+
+
+class GalleryConfig(_Model):
+    """Where tracklet embeddings live: Redis is the source of truth, FAISS the in-memory index."""
+
+    redis_url: str | None = Field(
+        None,
+        description=(
+            "redis:// or rediss:// URL (use ${ENV_VAR} for credentials); unset = start an embedded redis-server."
+        ),
+    )
+    state_dir: str = Field(".state/reidd", description="Embedded Redis data folder (relative to the config file).")
+    namespace: str = Field("reidd", pattern=r"^[A-Za-z0-9_:.-]+$", description="Prefix of every Redis key.")
+    ttl_s: float = Field(3600.0, gt=0, description="Gallery entries expire after this many seconds.")
+    index: Literal["auto", "flat", "ivf", "hnsw"] = Field(
+        "auto", description="FAISS index type; 'auto' = exact below exact_max, HNSW above."
+    )
+    exact_max: int = Field(20000, ge=1, description="Entries below which 'auto' uses exact search.")
+    max_entries: int = Field(1_000_000, ge=1, description="Upper bound of in-memory entries (oldest evicted).")
+
+
+class TopologyLink(_Model):
+    """An allowed camera pair and the transit time between them."""
+
+    src: str = Field(..., description="Camera id the vehicle leaves.")
+    dst: str = Field(..., description="Camera id it appears in next.")
+    min_s: float = Field(0.0, ge=0, description="Shortest plausible transit, seconds.")
+    max_s: float = Field(300.0, gt=0, description="Longest plausible transit, seconds.")
+    bidirectional: bool = Field(True, description="Also allow dst -> src with the same times.")
+
+
+class MatchingConfig(_Model):
+    """Cross-camera association."""
+
+    threshold: float = Field(0.6, ge=-1, le=1, description="Minimum cosine similarity for a match.")
+    top_k: int = Field(20, ge=1, description="Gallery candidates retrieved per tracklet.")
+    window_s: float = Field(600.0, gt=0, description="Default time window when no topology is given.")
+    topology: list[TopologyLink] = Field(
+        default_factory=list, description="Allowed camera pairs; empty = any pair within window_s."
+    )
+    decision_window_s: float = Field(
+        2.0, ge=0, description="Tracklets closing within this window are assigned jointly (one-to-one)."
+    )
+    assignment: Literal["hungarian", "mutual_best"] = Field("hungarian", description="One-to-one assignment.")
+
+
+class EventsConfig(_Model):
+    """Where match and tracklet events go."""
+
+    stream: str = Field("reidd:events", description="Redis Stream key (under the gallery's Redis).")
+    maxlen: int = Field(100_000, ge=1, description="Approximate MAXLEN of the stream.")
+    pubsub_channel: str | None = Field(None, description="Also PUBLISH each event here (fire-and-forget).")
+    jsonl: str | None = Field(None, description="Also append events to this JSONL file.")
+    spool_dir: str = Field(".state/spool", description="On-disk spool used while Redis is unreachable.")
+    spool_max_mb: float = Field(512.0, gt=0, description="Bound of the spool on disk, MiB.")
+
+
+class MetricsConfig(_Model):
+    """Prometheus endpoint."""
+
+    enabled: bool = Field(True, description="Serve /metrics.")
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(9108, ge=0, le=65535, description="Port (0 = any free port).")
+
+
+class LoggingConfig(_Model):
+    """Logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    json_format: bool = Field(False, description="One JSON object per log line.")
+
+
+class Config(_Model):
+    """A whole cameras.yaml."""
+
+    cameras: Annotated[list[CameraConfig], Field(min_length=1)] = Field(..., description="The cameras.")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Vehicle detector.")
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Per-camera tracker.")
+    tracklets: TrackletConfig = Field(default_factory=TrackletConfig, description="Track -> tracklet rules.")
+    reid: ReidConfig = Field(default_factory=ReidConfig, description="Re-ID embedder.")
+    gallery: GalleryConfig = Field(default_factory=GalleryConfig, description="Gallery (Redis + FAISS).")
+    matching: MatchingConfig = Field(default_factory=MatchingConfig, description="Cross-camera matching.")
+    events: EventsConfig = Field(default_factory=EventsConfig, description="Event sinks.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Config":
+        seen: dict[str, int] = {}
+        for i, cam in enumerate(self.cameras):
+            if cam.id in seen:
+                raise ValueError(f"cameras[{i}].id: duplicate camera id '{cam.id}' (also cameras[{seen[cam.id]}])")
+            seen[cam.id] = i
+        return self
+
+    @property
+    def enabled_cameras(self) -> list[CameraConfig]:
+        return [c for c in self.cameras if c.enabled]
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        for c in self.cameras:
+            if c.id == camera_id:
+                return c
+        raise KeyError(camera_id)
+
+
+# --------------------------------------------------------------------------- loading
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def substitute_env(node: Any, path: str = "", problems: list[tuple[str, str]] | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    problems = problems if problems is not None else []
+    if isinstance(node, dict):
+        return {k: substitute_env(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_env(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            problems.append((path, f"environment variable ${{{name}}} is not set"))
+            return m.group(0)
+
+        return _ENV_RE.sub(repl, node)
+    return node
+
+
+_MODEL_SUFFIXES = (".onnx", ".engine", ".torchscript", ".xml", ".tflite", ".mlpackage")
+
+
+def _resolve(base: Path, value: str) -> str:
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p))
+
+
+def _check_files(cfg: Config, base: Path) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for i, cam in enumerate(cfg.cameras):
+        if cam.kind == "file":
+            cam.url = _resolve(base, cam.url)
+            p = Path(cam.url)
+            if cam.enabled and not p.is_file():
+                problems.append((f"cameras[{i}].url", f"video file not found: {cam.url}"))
+    model = cfg.detector.model
+    looks_local = ("/" in model or os.sep in model or model.endswith(_MODEL_SUFFIXES) or model.endswith("_model"))
+    if cfg.detector.type == "yolo" and looks_local:
+        cfg.detector.model = _resolve(base, model)
+        if not Path(cfg.detector.model).exists():
+            problems.append(("detector.model", f"model file not found: {cfg.detector.model}"))
+    if cfg.reid.weights:
+        cfg.reid.weights = _resolve(base, cfg.reid.weights)
+        if not Path(cfg.reid.weights).is_file():
+            problems.append(("reid.weights", f"checkpoint not found: {cfg.reid.weights}"))
+    cfg.gallery.state_dir = _resolve(base, cfg.gallery.state_dir)
+    cfg.events.spool_dir = _resolve(base, cfg.events.spool_dir)
+    if cfg.events.jsonl:
+        cfg.events.jsonl = _resolve(base, cfg.events.jsonl)
+    ids = {c.id for c in cfg.cameras}
+    for j, link in enumerate(cfg.matching.topology):
+        for field_name in ("src", "dst"):
+            if getattr(link, field_name) not in ids:
+                problems.append(
+                    (f"matching.topology[{j}].{field_name}", f"unknown camera id '{getattr(link, field_name)}'")
+                )
+        if link.min_s > link.max_s:
+            problems.append((f"matching.topology[{j}]", "min_s is larger than max_s"))
+    if cfg.gallery.redis_url and not cfg.gallery.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append(("gallery.redis_url", "must start with redis://, rediss:// or unix://"))
+    if not cfg.enabled_cameras:
+        problems.append(("cameras", "no camera is enabled"))
+    return problems
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = ".", check_files: bool = True) -> Config:
+    """Validate an already-parsed YAML tree; raise :class:`ConfigError` listing every problem."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", "the top level must be a mapping with at least 'cameras'")])
+    data = substitute_env(data, "", problems)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            path = _loc_to_path(tuple(err["loc"]))
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+                # model-level messages carry their own path prefix
+                if not path and ": " in msg and msg.split(": ", 1)[0].startswith("cameras["):
+                    path, msg = msg.split(": ", 1)
+            problems.append((path, msg))
+        raise ConfigError(source, problems) from None
+    if check_files:
+        problems += _check_files(cfg, Path(base_dir))
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load_config(path: str | Path, check_files: bool = True) -> Config:
+    """Read, substitute, validate and resolve one cameras.yaml."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(path), [("", f"config file not found: {path}")])
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [("", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [("", f"not a text file: {exc}")]) from None
+    return parse_config(data, str(path), p.resolve().parent, check_files)

@@ -1,0 +1,78 @@
+"""Background-subtraction detector for fixed cameras (and the offline demo).
+
+MOG2 foreground mask -> threshold -> morphological open/close -> external contours ->
+boxes filtered by area and aspect ratio. One background model per camera.
+Confidence is the share of the box covered by foreground (0..1), so weak, ragged blobs
+score lower. Every box is reported as class 2 (car): motion cannot tell vehicle types apart.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from reidd.config import DetectorConfig
+from reidd.types import Detections, Frame
+
+
+class MotionDetector:
+    """Deterministic blob detector; state (the background model) is kept per camera."""
+
+    name = "motion"
+
+    def __init__(self, cfg: DetectorConfig):
+        self.cfg = cfg
+        self.m = cfg.motion
+        self._bg: dict[str, cv2.BackgroundSubtractorMOG2] = {}
+        self._seen: dict[str, int] = {}
+        k = max(1, self.m.kernel)
+        self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+
+    def _subtractor(self, camera_id: str) -> cv2.BackgroundSubtractorMOG2:
+        if camera_id not in self._bg:
+            self._bg[camera_id] = cv2.createBackgroundSubtractorMOG2(
+                history=self.m.history, varThreshold=self.m.var_threshold, detectShadows=False
+            )
+            self._seen[camera_id] = 0
+        return self._bg[camera_id]
+
+    def detect_one(self, frame: Frame) -> Detections:
+        sub = self._subtractor(frame.camera_id)
+        mask = sub.apply(frame.image, learningRate=self.m.learning_rate)
+        self._seen[frame.camera_id] += 1
+        if self._seen[frame.camera_id] <= self.m.warmup_frames:
+            return Detections.empty()
+        _, mask = cv2.threshold(mask, 127, 255, cv2.THRESH_BINARY)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._kernel)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._kernel, iterations=2)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        h, w = mask.shape[:2]
+        max_area = self.m.max_area_frac * h * w
+        boxes, confs = [], []
+        for c in contours:
+            x, y, bw, bh = cv2.boundingRect(c)
+            area = bw * bh
+            if area < self.m.min_area or area > max_area:
+                continue
+            aspect = bw / max(bh, 1)
+            if not (self.m.min_aspect <= aspect <= self.m.max_aspect):
+                continue
+            fill = float(cv2.countNonZero(mask[y : y + bh, x : x + bw])) / area
+            conf = min(1.0, 0.5 + fill / 2)
+            if conf < self.cfg.conf:
+                continue
+            boxes.append((x, y, x + bw, y + bh))
+            confs.append(conf)
+        if not boxes:
+            return Detections.empty()
+        order = np.lexsort((np.asarray(boxes)[:, 1], np.asarray(boxes)[:, 0]))  # deterministic order
+        xyxy = np.asarray(boxes, np.float32)[order]
+        return Detections(xyxy, np.asarray(confs, np.float32)[order], np.full(len(boxes), 2, np.int32))
+
+    def detect(self, frames: list[Frame]) -> list[Detections]:
+        return [self.detect_one(f) for f in frames]
+
+    def reset(self, camera_id: str) -> None:
+        """Forget a camera's background (e.g. after a reconnect)."""
+        self._bg.pop(camera_id, None)
+        self._seen.pop(camera_id, None)

@@ -1,0 +1,59 @@
+"""Ultralytics YOLO detector: any model ultralytics loads (.pt, .onnx, OpenVINO folder, TensorRT engine)."""
+
+from __future__ import annotations
+
+import logging
+
+from reidd.config import DetectorConfig
+from reidd.device import resolve_device, set_cpu_threads
+from reidd.types import Detections, Frame
+
+log = logging.getLogger("reidd.detect")
+
+
+class DetectorLoadError(RuntimeError):
+    """The configured model cannot be loaded."""
+
+
+class YoloDetector:
+    """Runs one ultralytics model over frames from all cameras, batching up to ``max_batch`` per call."""
+
+    name = "yolo"
+
+    def __init__(self, cfg: DetectorConfig):
+        from ultralytics import YOLO
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        try:
+            self.model = YOLO(cfg.model, task="detect")
+        except Exception as exc:  # ultralytics raises many types (FileNotFoundError, ConnectionError, ...)
+            hint = ""
+            if cfg.model.endswith(".pt") and "/" not in cfg.model:
+                hint = " (ultralytics downloads named weights; without internet point detector.model at a local file)"
+            raise DetectorLoadError(f"detector.model: cannot load '{cfg.model}': {exc}{hint}") from exc
+        self._warm = False
+
+    def _predict(self, images: list) -> list:
+        return self.model.predict(
+            images,
+            imgsz=self.cfg.imgsz,
+            conf=self.cfg.conf,
+            iou=self.cfg.iou,
+            classes=self.cfg.classes or None,
+            device=self.device,
+            half=self.cfg.half and self.device.startswith("cuda"),
+            verbose=False,
+        )
+
+    def detect(self, frames: list[Frame]) -> list[Detections]:
+        out: list[Detections] = []
+        step = self.cfg.max_batch
+        for i in range(0, len(frames), step):
+            chunk = frames[i : i + step]
+            results = self._predict([f.image for f in chunk])
+            if not self._warm:
+                set_cpu_threads()  # ultralytics pins torch to one thread after the first predict
+                self._warm = True
+            out.extend(Detections.from_ultralytics(r) for r in results)
+        return out

@@ -1,0 +1,36 @@
+"""Device choice in one place: ``cuda`` when available, else ``cpu``."""
+
+from __future__ import annotations
+
+import os
+
+
+def resolve_device(name: str = "auto") -> str:
+    """Turn ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` into a concrete torch device string.
+
+    Raises ``ValueError`` when a CUDA device is asked for and none is available.
+    """
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{name}' requested but CUDA is not available on this machine")
+        return name if ":" in name else "cuda:0"
+    raise ValueError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)")
+
+
+def set_cpu_threads(n: int | None = None) -> int:
+    """Use ``n`` (default: all cores, or ``REIDD_THREADS``) torch CPU threads; returns the number set.
+
+    Ultralytics pins torch to one thread after its first predict; call this after model warm-up.
+    """
+    import torch
+
+    n = n or int(os.environ.get("REIDD_THREADS", "0")) or (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n

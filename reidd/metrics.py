@@ -1,0 +1,178 @@
+"""Every Prometheus metric reidd exposes, defined once, plus the HTTP endpoint.
+
+Each :class:`Metrics` owns its own ``CollectorRegistry`` so several pipelines can live in one
+process (tests) without clashing. :func:`serve` starts a small HTTP server with
+
+* ``/metrics``  Prometheus text format,
+* ``/healthz``  200 while the process is alive,
+* ``/readyz``   200 when the readiness callback says so (Redis reachable, a camera streaming,
+  model loaded), else 503 with the reasons as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger("reidd.metrics")
+
+_LAT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_SIM_BUCKETS = tuple(round(x * 0.05, 2) for x in range(-4, 21))
+SOURCE_STATES = ("connecting", "streaming", "reconnecting", "failed", "finished", "stopped")
+
+
+class Metrics:
+    """The daemon's metric objects (names follow Prometheus conventions, ``camera`` label per camera)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
+        self.frames_read = Counter("reidd_frames_read_total", "Frames decoded from the source.", ["camera"], registry=r)
+        self.frames_processed = Counter(
+            "reidd_frames_processed_total", "Frames run through detection and tracking.", ["camera"], registry=r
+        )
+        self.frames_dropped = Counter(
+            "reidd_frames_dropped_total", "Live frames discarded because the pipeline was behind (newest wins).",
+            ["camera"], registry=r,
+        )
+        self.source_state = Gauge(
+            "reidd_source_state", "1 for the camera's current state, 0 for the others.", ["camera", "state"],
+            registry=r,
+        )
+        self.source_reconnects = Counter(
+            "reidd_source_reconnects_total", "Reconnection attempts of live sources.", ["camera"], registry=r
+        )
+        self.source_last_frame = Gauge(
+            "reidd_source_last_frame_timestamp_seconds", "Wall time of the camera's last frame.", ["camera"],
+            registry=r,
+        )
+        self.queue_depth = Gauge("reidd_queue_depth", "Frames waiting in a camera's reader queue.", ["camera"],
+                                 registry=r)
+        self.stage_seconds = Histogram(
+            "reidd_stage_seconds", "Time per pipeline stage call.", ["stage"], buckets=_LAT_BUCKETS, registry=r
+        )
+        self.detector_latency = Histogram(
+            "reidd_detector_latency_seconds", "Detector call latency (one batch).", buckets=_LAT_BUCKETS, registry=r
+        )
+        self.detector_batch = Histogram(
+            "reidd_detector_batch_size", "Frames per detector call.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.embedder_latency = Histogram(
+            "reidd_embedder_latency_seconds", "Embedder call latency (one batch).", buckets=_LAT_BUCKETS, registry=r
+        )
+        self.embedder_batch = Histogram(
+            "reidd_embedder_batch_size", "Crops per embedder call.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.active_tracks = Gauge("reidd_active_tracks", "Tracks currently confirmed by the tracker.", ["camera"],
+                                   registry=r)
+        self.open_tracklets = Gauge("reidd_open_tracklets", "Tracklets being built.", ["camera"], registry=r)
+        self.tracklets_closed = Counter(
+            "reidd_tracklets_closed_total", "Tracklets closed, by reason (lost, end, periodic, evicted).",
+            ["camera", "reason"], registry=r,
+        )
+        self.tracklets_dropped = Counter(
+            "reidd_tracklets_dropped_total", "Tracklets dropped for having fewer than min_boxes boxes.", ["camera"],
+            registry=r,
+        )
+        self.gallery_entries = Gauge("reidd_gallery_entries", "Entries in the in-memory gallery index.", registry=r)
+        self.matches = Counter(
+            "reidd_matches_total", "Cross-camera matches, by query and gallery camera.",
+            ["camera", "gallery_camera"], registry=r,
+        )
+        self.global_ids = Counter("reidd_global_ids_total", "New global vehicle ids allocated.", registry=r)
+        self.similarity = Histogram(
+            "reidd_match_similarity", "Cosine similarity of accepted matches.", buckets=_SIM_BUCKETS, registry=r
+        )
+        self.candidate_similarity = Histogram(
+            "reidd_candidate_similarity", "Cosine similarity of the best candidate of every matched-or-not tracklet.",
+            buckets=_SIM_BUCKETS, registry=r,
+        )
+        self.events_published = Counter(
+            "reidd_events_published_total", "Events delivered to Redis, by type.", ["type"], registry=r
+        )
+        self.event_failures = Counter(
+            "reidd_event_publish_failures_total", "Failed attempts to deliver an event to Redis.", registry=r
+        )
+        self.spool_depth = Gauge("reidd_event_spool_depth", "Events waiting in the on-disk spool.", registry=r)
+        self.redis_up = Gauge("reidd_redis_up", "1 when the last Redis call succeeded.", registry=r)
+        self.model_loaded = Gauge("reidd_model_loaded", "1 once detector (and embedder when enabled) are loaded.",
+                                  registry=r)
+        self.gpu_memory = Gauge("reidd_gpu_memory_bytes", "CUDA memory allocated by torch (0 on CPU).", registry=r)
+
+    def set_source_state(self, camera: str, state: str) -> None:
+        for s in SOURCE_STATES:
+            self.source_state.labels(camera=camera, state=s).set(1.0 if s == state else 0.0)
+
+    def update_gpu_memory(self) -> None:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                self.gpu_memory.set(float(torch.cuda.memory_allocated()))
+        except Exception:  # pragma: no cover - torch missing or CUDA error: the gauge simply stays
+            pass
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on one port, served from a daemon thread."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int,
+                 readiness: Callable[[], tuple[bool, dict]] | None = None):
+        self.metrics = metrics
+        self.readiness = readiness or (lambda: (True, {}))
+        server_self = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    server_self.metrics.update_gpu_memory()
+                    self._send(200, server_self.metrics.render(), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b'{"status":"ok"}\n', "application/json")
+                elif path == "/readyz":
+                    try:
+                        ok, detail = server_self.readiness()
+                    except Exception as exc:  # a failing check means "not ready", never a crash
+                        ok, detail = False, {"error": str(exc)}
+                    body = json.dumps({"ready": ok, **detail}, sort_keys=True).encode() + b"\n"
+                    self._send(200 if ok else 503, body, "application/json")
+                else:
+                    self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                log.debug("http: " + fmt, *args)
+
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self.host, self.port = self._httpd.server_address[:2]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="reidd-metrics", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def start(self) -> "MetricsServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -1,0 +1,291 @@
+"""Wiring: camera readers -> batched detector -> per-camera tracker -> tracklet builder -> tracklet sinks.
+
+Replay (recorded files) is deterministic: frames are merged across cameras strictly by
+``(timestamp, camera order)``, every frame is processed, and batches are formed from that order
+only, so the same input gives the same tracklets whatever the machine's speed.
+Live: each loop takes what the readers have (newest frame wins inside a reader), so a slow or
+dead camera never holds the others back.
+
+Closed tracklets go to every sink (a callable taking a list of tracklets); the re-ID stage and
+the replay writers are sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from reidd.config import Config
+from reidd.detect import Detector, build_detector, filter_roi
+from reidd.metrics import Metrics
+from reidd.sources import CameraReader, SourceEnd, SourceState
+from reidd.track import CameraTracker, TrackletBuilder
+from reidd.types import Frame, Tracklet
+
+log = logging.getLogger("reidd.pipeline")
+
+TrackletSink = Callable[[list[Tracklet]], None]
+
+
+@dataclass
+class CameraSummary:
+    camera_id: str
+    frames: int = 0
+    tracklets: int = 0
+    dropped_short: int = 0
+    state: str = "connecting"
+    error: str | None = None
+
+
+@dataclass
+class PipelineResult:
+    cameras: dict[str, CameraSummary]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    stopped: bool = False
+
+    @property
+    def frames(self) -> int:
+        return sum(c.frames for c in self.cameras.values())
+
+    @property
+    def failed(self) -> list[str]:
+        return [c.camera_id for c in self.cameras.values() if c.error]
+
+
+class Pipeline:
+    """Runs the enabled cameras of a config until every source ends or :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        replay: bool,
+        speed: float | None = None,
+        metrics: Metrics | None = None,
+        detector: Detector | None = None,
+        sinks: Sequence[TrackletSink] = (),
+        restart_failed_after_s: float = 30.0,
+    ):
+        self.cfg = cfg
+        self.replay = replay
+        self.speed = speed
+        self.metrics = metrics or Metrics()
+        self.detector = detector or build_detector(cfg.detector)
+        self.sinks = list(sinks)
+        self.restart_failed_after_s = restart_failed_after_s
+        self.cams = [c for c in cfg.cameras if c.enabled]
+        self.order = {c.id: i for i, c in enumerate(self.cams)}
+        self.readers: dict[str, CameraReader] = {}
+        self.trackers = {c.id: CameraTracker(cfg.tracker) for c in self.cams}
+        self.builders = {c.id: TrackletBuilder(c.id, cfg.tracklets) for c in self.cams}
+        self.summary = {c.id: CameraSummary(c.id) for c in self.cams}
+        self.stage_seconds: dict[str, float] = {"detect": 0.0, "track": 0.0, "tracklets": 0.0, "sinks": 0.0}
+        self._stop = threading.Event()
+        self._synced: dict[str, tuple[int, int, int]] = {}
+        self._restart_at: dict[str, float] = {}
+        self._restart_delay: dict[str, float] = {}
+        self.metrics.model_loaded.set(1.0)
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        """Ask the run loop to finish: readers stop, open tracklets are flushed to the sinks."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _on_state(self, camera_id: str, state: SourceState) -> None:
+        value = state.value if hasattr(state, "value") else str(state)
+        self.summary[camera_id].state = value
+        self.metrics.set_source_state(camera_id, value)
+        log.info("camera %s: %s", camera_id, value)
+
+    def _start_reader(self, cam_id: str) -> CameraReader:
+        cam = self.cfg.camera(cam_id)
+        reader = CameraReader(cam, replay=self.replay, speed=self.speed, on_state=self._on_state,
+                              seed=self.order[cam_id])
+        self.readers[cam_id] = reader
+        self._synced[cam_id] = (0, 0, 0)
+        reader.start()
+        return reader
+
+    def run(self) -> PipelineResult:
+        t0 = time.perf_counter()
+        for cam in self.cams:
+            self._on_state(cam.id, SourceState.CONNECTING)
+            self._start_reader(cam.id)
+        try:
+            if self.replay:
+                self._run_replay()
+            else:
+                self._run_live()
+        finally:
+            for r in self.readers.values():
+                r.stop()
+            for cam_id in self.order:
+                self._sync_source_metrics(cam_id)
+            self._emit_all_open("end")
+        return PipelineResult(
+            {k: v for k, v in self.summary.items()},
+            dict(self.stage_seconds),
+            time.perf_counter() - t0,
+            self._stop.is_set(),
+        )
+
+    # ------------------------------------------------------------------ replay: deterministic merge
+    def _next_item(self, cam_id: str) -> Frame | SourceEnd | None:
+        reader = self.readers[cam_id]
+        while not self._stop.is_set():
+            item = reader.get(timeout=0.2)
+            if item is not None:
+                return item
+        return None
+
+    def _run_replay(self) -> None:
+        heads: dict[str, Frame] = {}
+        for cam_id in self.order:
+            item = self._next_item(cam_id)
+            if isinstance(item, Frame):
+                heads[cam_id] = item
+            elif isinstance(item, SourceEnd):
+                self._camera_ended(item)
+        last_sync = time.monotonic()
+        while heads and not self._stop.is_set():
+            batch: list[Frame] = []
+            while heads and len(batch) < self.cfg.detector.max_batch:
+                cam_id = min(heads, key=lambda c: (heads[c].ts, self.order[c]))
+                batch.append(heads.pop(cam_id))
+                item = self._next_item(cam_id)
+                if isinstance(item, Frame):
+                    heads[cam_id] = item
+                elif isinstance(item, SourceEnd):
+                    self._process(batch)  # the camera's last frames before its tracklets are flushed
+                    batch = []
+                    self._camera_ended(item)
+            if batch:
+                self._process(batch)
+            if time.monotonic() - last_sync > 0.5:
+                for c in self.order:
+                    self._sync_source_metrics(c)
+                last_sync = time.monotonic()
+
+    # ------------------------------------------------------------------ live: take what is there
+    def _run_live(self) -> None:
+        active = set(self.order)
+        last_sync = time.monotonic()
+        while not self._stop.is_set() and (active or self._restart_at):
+            batch: list[Frame] = []
+            for cam_id in sorted(active, key=self.order.__getitem__):
+                item = self.readers[cam_id].get(timeout=0)
+                if isinstance(item, Frame):
+                    batch.append(item)
+                elif isinstance(item, SourceEnd):
+                    active.discard(cam_id)
+                    self._camera_ended(item)
+                    if item.error and self.cfg.camera(cam_id).is_live and self.restart_failed_after_s > 0:
+                        delay = self._restart_delay.get(cam_id, self.restart_failed_after_s)
+                        self._restart_at[cam_id] = time.monotonic() + delay
+                        self._restart_delay[cam_id] = min(delay * 2, 600.0)
+                        log.warning("camera %s failed (%s); watchdog restarts it in %.0f s", cam_id, item.error, delay)
+            for cam_id, at in list(self._restart_at.items()):
+                if time.monotonic() >= at:
+                    del self._restart_at[cam_id]
+                    self.readers[cam_id].stop()
+                    self._start_reader(cam_id)
+                    self.summary[cam_id].error = None
+                    active.add(cam_id)
+            if batch:
+                self._process(batch)
+            else:
+                self._stop.wait(0.005)
+            if time.monotonic() - last_sync > 0.5:
+                for c in self.order:
+                    self._sync_source_metrics(c)
+                last_sync = time.monotonic()
+
+    # ------------------------------------------------------------------ stages
+    def _process(self, batch: list[Frame]) -> None:
+        if not batch:
+            return
+        m = self.metrics
+        t = time.perf_counter()
+        dets = self.detector.detect(batch)
+        dt = time.perf_counter() - t
+        self.stage_seconds["detect"] += dt
+        m.detector_latency.observe(dt)
+        m.detector_batch.observe(len(batch))
+        m.stage_seconds.labels(stage="detect").observe(dt)
+        closed: list[Tracklet] = []
+        for frame, d in zip(batch, dets):
+            cam_id = frame.camera_id
+            cam = self.cfg.camera(cam_id)
+            t = time.perf_counter()
+            d = filter_roi(d, cam.roi)
+            tracks = self.trackers[cam_id].update(d, frame.image)
+            t2 = time.perf_counter()
+            closed += self.builders[cam_id].update(frame, tracks)
+            t3 = time.perf_counter()
+            self.stage_seconds["track"] += t2 - t
+            self.stage_seconds["tracklets"] += t3 - t2
+            self.summary[cam_id].frames += 1
+            m.frames_processed.labels(camera=cam_id).inc()
+            m.active_tracks.labels(camera=cam_id).set(self.trackers[cam_id].active_count())
+            m.open_tracklets.labels(camera=cam_id).set(self.builders[cam_id].open_count)
+        self._emit(closed)
+
+    def _camera_ended(self, end: SourceEnd) -> None:
+        s = self.summary[end.camera_id]
+        if end.error:
+            s.error = end.error
+            log.error("camera %s: %s", end.camera_id, end.error)
+        self._sync_source_metrics(end.camera_id)
+        self._emit(self.builders[end.camera_id].flush("end"))
+
+    def _emit_all_open(self, reason: str) -> None:
+        closed: list[Tracklet] = []
+        for cam_id in self.order:
+            closed += self.builders[cam_id].flush(reason)
+        self._emit(closed)
+
+    def _emit(self, tracklets: list[Tracklet]) -> None:
+        for cam_id, b in self.builders.items():
+            s = self.summary[cam_id]
+            new_drops = b.dropped_short - s.dropped_short
+            if new_drops:
+                self.metrics.tracklets_dropped.labels(camera=cam_id).inc(new_drops)
+                s.dropped_short = b.dropped_short
+        if not tracklets:
+            return
+        for tl in tracklets:
+            self.summary[tl.camera_id].tracklets += 1
+            self.metrics.tracklets_closed.labels(camera=tl.camera_id, reason=tl.reason).inc()
+        t = time.perf_counter()
+        for sink in self.sinks:
+            sink(tracklets)
+        self.stage_seconds["sinks"] += time.perf_counter() - t
+
+    def _sync_source_metrics(self, cam_id: str) -> None:
+        reader = self.readers.get(cam_id)
+        if reader is None:
+            return
+        st = reader.stats
+        prev = self._synced.get(cam_id, (0, 0, 0))
+        cur = (st.frames_read, st.frames_dropped, st.reconnects)
+        m = self.metrics
+        if cur[0] > prev[0]:
+            m.frames_read.labels(camera=cam_id).inc(cur[0] - prev[0])
+        if cur[1] > prev[1]:
+            m.frames_dropped.labels(camera=cam_id).inc(cur[1] - prev[1])
+        if cur[2] > prev[2]:
+            m.source_reconnects.labels(camera=cam_id).inc(cur[2] - prev[2])
+        self._synced[cam_id] = cur
+        if st.last_frame_wall:
+            m.source_last_frame.labels(camera=cam_id).set(st.last_frame_wall)
+        depth = getattr(reader, "queue_depth", None)
+        if depth is not None:
+            m.queue_depth.labels(camera=cam_id).set(depth() if callable(depth) else depth)

@@ -1,0 +1,112 @@
+"""Tracklet builder: turns one camera's per-frame tracks into closed :class:`~reidd.types.Tracklet` pieces.
+
+For every open track it keeps the boxes since the tracklet started and the best ``max_crops``
+crops by quality (a min-heap, so memory per track is bounded). A tracklet closes when its track
+has not been seen for ``lost_frames`` processed frames (``lost``), when the source ends or the
+daemon stops (``end``), or, for long-lived tracks, every ``max_frames`` boxes (``periodic``: the
+track goes on in a new segment with the same local id). At most ``max_open_tracks`` are open per
+camera; past that the least recently seen is closed (``evicted``). Memory is therefore bounded by
+``max_open_tracks * (max_frames boxes + max_crops crops)`` per camera however long the run.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from reidd.config import TrackletConfig
+from reidd.track.quality import crop_quality
+from reidd.types import BoxRecord, Crop, Detections, Frame, Tracklet
+
+
+@dataclass
+class _Open:
+    local_id: int
+    segment: int
+    last_seen: int  # processed-frame counter of the camera
+    boxes: list[BoxRecord] = field(default_factory=list)
+    heap: list[tuple[float, int, Crop]] = field(default_factory=list)  # (quality, frame, crop): min-heap
+
+
+class TrackletBuilder:
+    """One per camera. Call :meth:`update` with every processed frame's tracks, :meth:`flush` at the end."""
+
+    def __init__(self, camera_id: str, cfg: TrackletConfig):
+        self.camera_id = camera_id
+        self.cfg = cfg
+        self._open: dict[int, _Open] = {}
+        self._tick = 0
+        self.dropped_short = 0
+        self.closed = 0
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def update(self, frame: Frame, tracks: Detections) -> list[Tracklet]:
+        """Add this frame's tracked boxes; return the tracklets that closed (ordered by local id)."""
+        self._tick += 1
+        h, w = frame.shape
+        done: list[Tracklet] = []
+        ids = tracks.track_id if tracks.track_id is not None else np.zeros((0,), np.int64)
+        for i in range(len(tracks)):
+            tid = int(ids[i])
+            st = self._open.get(tid)
+            if st is None:
+                st = self._open[tid] = _Open(local_id=tid, segment=0, last_seen=self._tick)
+            st.last_seen = self._tick
+            x1, y1, x2, y2 = (float(v) for v in tracks.xyxy[i])
+            conf = float(tracks.conf[i])
+            st.boxes.append(BoxRecord(frame.index, frame.ts, (x1, y1, x2, y2), conf, int(tracks.cls[i])))
+            self._offer_crop(st, frame, (x1, y1, x2, y2), conf, (h, w))
+            if len(st.boxes) >= self.cfg.max_frames:
+                done += self._close(st, "periodic")
+                self._open[tid] = _Open(local_id=tid, segment=st.segment + 1, last_seen=self._tick)
+        for tid in sorted(self._open):
+            st = self._open[tid]
+            if self._tick - st.last_seen >= self.cfg.lost_frames:
+                del self._open[tid]
+                done += self._close(st, "lost")
+        while len(self._open) > self.cfg.max_open_tracks:
+            tid = min(self._open, key=lambda t: (self._open[t].last_seen, t))
+            done += self._close(self._open.pop(tid), "evicted")
+        done.sort(key=lambda t: (t.local_id, t.segment))
+        return done
+
+    def flush(self, reason: str = "end") -> list[Tracklet]:
+        """Close every open tracklet (source finished or daemon stopping)."""
+        done: list[Tracklet] = []
+        for tid in sorted(self._open):
+            done += self._close(self._open[tid], reason)
+        self._open.clear()
+        return done
+
+    def _offer_crop(self, st: _Open, frame: Frame, xyxy: tuple[float, float, float, float], conf: float,
+                    shape: tuple[int, int]) -> None:
+        h, w = shape
+        x1, y1 = max(0, int(np.floor(xyxy[0]))), max(0, int(np.floor(xyxy[1])))
+        x2, y2 = min(w, int(np.ceil(xyxy[2]))), min(h, int(np.ceil(xyxy[3])))
+        if x2 - x1 < self.cfg.min_crop_size or y2 - y1 < self.cfg.min_crop_size:
+            return
+        view = frame.image[y1:y2, x1:x2]
+        q = crop_quality(view, xyxy, conf, shape, self.cfg.quality, self.cfg.border_margin)
+        if len(st.heap) >= self.cfg.max_crops and q <= st.heap[0][0]:
+            return
+        crop = Crop(frame.index, frame.ts, xyxy, view.copy(), q)  # copy: never keep the whole frame alive
+        item = (q, frame.index, crop)
+        if len(st.heap) < self.cfg.max_crops:
+            heapq.heappush(st.heap, item)
+        else:
+            heapq.heapreplace(st.heap, item)
+
+    def _close(self, st: _Open, reason: str) -> list[Tracklet]:
+        if len(st.boxes) < self.cfg.min_boxes:
+            self.dropped_short += 1
+            return []
+        crops = [c for _, _, c in sorted(st.heap, key=lambda it: (-it[0], it[1]))]
+        cls = Counter(b.cls for b in st.boxes).most_common(1)[0][0]
+        self.closed += 1
+        return [Tracklet(self.camera_id, st.local_id, st.segment, st.boxes, crops, reason, cls)]
