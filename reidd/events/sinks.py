@@ -1,0 +1,388 @@
+"""Event sinks: a JSONL file, a Redis Stream (with an on-disk spool) and a fan-out.
+
+The Redis sink gives at-least-once delivery on the wire and exactly-once entries in the stream:
+each event is written by a Lua script that checks ``<stream>:seen:<event_id>``, XADDs the event
+(approximate MAXLEN, fields ``event_id``, ``type``, ``data``) and then sets the seen key with a TTL,
+all atomically, so retrying after an ambiguous failure (a timeout after the server applied the
+write) never duplicates. While Redis is unreachable events go to a durable :class:`Spool` and are
+delivered first, in order, once Redis is back, also by a later process on the same spool folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from reidd.events.schema import event_to_json
+from reidd.events.spool import Spool
+from reidd.types import Event
+
+log = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    """Where events go. ``publish`` never raises and returns quickly."""
+
+    def publish(self, ev: Event) -> None: ...
+
+    def flush(self, timeout: float = 10.0) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    """Appends one canonical JSON line per event to ``path`` and flushes after each."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.published = 0
+        self.publish_failures = 0
+
+    def publish(self, ev: Event) -> None:
+        try:
+            line = event_to_json(ev) + "\n"
+            with self._lock:
+                self._fh.write(line)
+                self._fh.flush()
+            self.published += 1
+        except (OSError, ValueError) as exc:
+            self.publish_failures += 1
+            log.error("JSONL sink %s: could not write event %s: %s", self.path, ev.event_id, exc)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.flush()
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.close()
+
+
+class MultiSink:
+    """Publishes every event to each of ``sinks``; one failing sink does not stop the others."""
+
+    def __init__(self, sinks: Iterable[EventSink]):
+        self.sinks = list(sinks)
+
+    def publish(self, ev: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink.publish(ev)
+            except Exception:  # a sink broke its contract; keep the others going
+                log.exception("sink %s raised while publishing event %s", type(sink).__name__, ev.event_id)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        return all([sink.flush(max(0.0, deadline - time.monotonic())) for sink in self.sinks])
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("sink %s raised while closing", type(sink).__name__)
+
+
+# KEYS[1] stream, KEYS[2] seen key; ARGV: ttl, maxlen, event_id, type, data, pubsub channel ("" = none).
+# Check, append, then mark: an error in XADD leaves nothing written (scripts run atomically).
+_PUBLISH_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+                      'event_id', ARGV[3], 'type', ARGV[4], 'data', ARGV[5])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[5]) end
+return id
+"""
+
+_Item = tuple[str, str, str]  # event_id, type, canonical JSON
+_STOP = object()
+
+
+def _encode(item: _Item) -> bytes:
+    return "\t".join(item).encode("utf-8")
+
+
+def _decode(record: bytes) -> _Item:
+    event_id, kind, data = record.decode("utf-8").split("\t", 2)
+    return event_id, kind, data
+
+
+def redis_client_factory(url: str, *, timeout_s: float = 2.0) -> Callable[[], Any]:
+    """A factory of clients for :class:`RedisStreamSink`: bounded socket timeouts and no client-side retries
+    (the sink retries itself, spooling meanwhile; redis-py's default retries would delay spooling)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    def make() -> Any:
+        return redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+        )
+
+    return make
+
+
+class RedisStreamSink:
+    """Publishes events to a Redis Stream from a background thread, spooling to disk while Redis is down.
+
+    Attributes (also reported through ``on_metrics(name, value)``): ``published`` (entries added),
+    ``duplicates`` (events the stream already had), ``publish_failures`` (failed delivery attempts),
+    ``spooled`` (events written to the spool), ``refused`` (events not accepted: spool or queue
+    full, logged as errors) and ``spool_depth`` (events waiting on disk).
+
+    ``redis_client_factory`` should build clients with socket timeouts and without client-side retries
+    (see :func:`redis_client_factory`): a hung server then costs one timeout before events are spooled.
+    ``dedupe_ttl_s`` bounds how long an event id is remembered; the same event (same id) published again
+    within it is counted in ``duplicates`` and not added.
+    """
+
+    def __init__(
+        self,
+        redis_client_factory: Callable[[], Any],
+        stream: str,
+        *,
+        maxlen: int = 100_000,
+        pubsub_channel: str | None = None,
+        spool_dir: str | Path,
+        spool_max_mb: float = 512,
+        dedupe_ttl_s: int = 7 * 86400,
+        on_metrics: Callable[[str, float], None] | None = None,
+        queue_size: int = 10_000,
+        batch_size: int = 256,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 5.0,
+        close_timeout_s: float = 10.0,
+    ):
+        if not stream:
+            raise ValueError("events.stream: must not be empty")
+        if maxlen < 1 or dedupe_ttl_s < 1:
+            raise ValueError("events: maxlen and dedupe_ttl_s must be >= 1")
+        self.stream = stream
+        self.maxlen = int(maxlen)
+        self.pubsub_channel = pubsub_channel or ""
+        self.dedupe_ttl_s = int(dedupe_ttl_s)
+        self._factory = redis_client_factory
+        self._on_metrics = on_metrics
+        self._batch_size = batch_size
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._close_timeout_s = close_timeout_s
+        self._spool = Spool(spool_dir, max_bytes=int(spool_max_mb * 1024 * 1024))
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._client: Any = None
+        self._script: Any = None
+        self._down = False
+        self._retry_at = 0.0
+        self._backoff = retry_initial_s
+        self._last_refusal_log = 0.0
+        self._stopping = threading.Event()
+        self._idle = threading.Condition()
+        self._counter_lock = threading.Lock()
+        self.published = 0
+        self.duplicates = 0
+        self.publish_failures = 0
+        self.spooled = 0
+        self.refused = 0
+        if len(self._spool):
+            log.info("event spool %s holds %d events from an earlier run", spool_dir, len(self._spool))
+        self._thread = threading.Thread(target=self._run, name=f"events-redis-{stream}", daemon=True)
+        self._thread.start()
+        self._metric("spool_depth", len(self._spool))
+
+    # ------------------------------------------------------------------ caller side
+    @property
+    def spool_depth(self) -> int:
+        """Events waiting in the on-disk spool."""
+        return len(self._spool)
+
+    def publish(self, ev: Event) -> None:
+        """Queue ``ev`` for delivery; never raises (problems are logged and counted)."""
+        try:
+            item = (ev.event_id, ev.type, event_to_json(ev))
+        except (ValueError, TypeError) as exc:
+            self._refuse(1, f"event {getattr(ev, 'event_id', '?')} cannot be serialised: {exc}")
+            return
+        if self._stopping.is_set():
+            self._refuse(1, "the sink is closed")
+            return
+        try:
+            self._q.put(item, timeout=1.0)
+        except queue.Full:
+            self._refuse(1, f"the in-memory queue is full ({self._q.maxsize} events)")
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every published event is in the stream; False if some still wait after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._q.unfinished_tasks or len(self._spool):
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def close(self) -> None:
+        """Deliver what can be delivered within ``close_timeout_s``; whatever remains stays in the spool."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        try:
+            self._q.put_nowait(_STOP)
+        except queue.Full:
+            pass
+        self._thread.join(self._close_timeout_s)
+        if self._thread.is_alive():
+            log.error("event sink for stream %s did not stop within %.1fs", self.stream, self._close_timeout_s)
+            return
+        while items := self._take(0.0):  # published while the worker was stopping: keep them on disk
+            self._to_spool(items)
+            self._done(len(items))
+        self._spool.close()
+        self._drop_client()
+
+    # ------------------------------------------------------------------ worker
+    def _metric(self, name: str, value: float) -> None:
+        if self._on_metrics is not None:
+            try:
+                self._on_metrics(name, float(value))
+            except Exception:
+                log.exception("on_metrics callback failed for %s", name)
+
+    def _count(self, name: str, n: int) -> None:
+        with self._counter_lock:
+            value = getattr(self, name) + n
+            setattr(self, name, value)
+        self._metric(name, value)
+
+    def _refuse(self, n: int, why: str) -> None:
+        self._count("refused", n)
+        now = time.monotonic()
+        if now - self._last_refusal_log >= 5.0:
+            self._last_refusal_log = now
+            log.error("event sink %s refused %d event(s): %s (%d refused so far)", self.stream, n, why, self.refused)
+
+    def _take(self, timeout: float) -> list[_Item]:
+        """Up to ``batch_size`` queued items, waiting at most ``timeout`` for the first."""
+        items: list[_Item] = []
+        try:
+            first = self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait()
+        except queue.Empty:
+            return items
+        while True:
+            if first is _STOP:
+                self._q.task_done()
+            else:
+                items.append(first)
+            if len(items) >= self._batch_size:
+                return items
+            try:
+                first = self._q.get_nowait()
+            except queue.Empty:
+                return items
+
+    def _done(self, n: int) -> None:
+        for _ in range(n):
+            self._q.task_done()
+
+    def _run(self) -> None:
+        stop_deadline: float | None = None
+        while True:
+            if self._stopping.is_set() and stop_deadline is None:
+                stop_deadline = time.monotonic() + self._close_timeout_s
+            try:
+                self._step()
+            except Exception:  # e.g. the spool's disk failing: keep the thread alive, retry shortly
+                log.exception("event sink for stream %s: unexpected error", self.stream)
+                time.sleep(1.0)
+            with self._idle:
+                self._idle.notify_all()
+            if stop_deadline is not None and self._q.empty():
+                if not len(self._spool) or self._down or time.monotonic() >= stop_deadline:
+                    return
+
+    def _step(self) -> None:
+        """Move queued events to Redis (or the spool while it is not empty or Redis is down); drain one spool batch."""
+        now = time.monotonic()
+        if self._stopping.is_set() or (len(self._spool) and (not self._down or now >= self._retry_at)):
+            timeout = 0.0
+        elif self._down:
+            timeout = min(max(self._retry_at - now, 0.0), 0.2)
+        else:
+            timeout = 0.2
+        items = self._take(timeout)
+        if items:
+            try:
+                if len(self._spool) or self._down or not self._deliver(items):
+                    self._to_spool(items)
+            finally:
+                self._done(len(items))
+        if len(self._spool) and (not self._down or time.monotonic() >= self._retry_at):
+            batch = self._spool.peek(self._batch_size)
+            if self._deliver([_decode(r) for r in batch]):
+                self._spool.commit(len(batch))
+                self._metric("spool_depth", len(self._spool))
+                if not len(self._spool):
+                    log.info("event spool drained into stream %s", self.stream)
+
+    def _to_spool(self, items: list[_Item]) -> None:
+        try:
+            n = self._spool.append_many([_encode(it) for it in items])
+        except OSError as exc:
+            log.error("event spool %s: write failed: %s", self._spool.directory, exc)
+            n = 0
+        if n:
+            self._count("spooled", n)
+            self._metric("spool_depth", len(self._spool))
+        if n < len(items):
+            self._refuse(len(items) - n, f"the spool {self._spool.directory} is full ({self._spool.max_bytes} bytes)")
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                log.debug("closing the Redis client failed", exc_info=True)
+        self._client, self._script = None, None
+
+    def _deliver(self, items: list[_Item]) -> bool:
+        """Send ``items`` in order in one pipeline; on any failure mark Redis down and return False."""
+        try:
+            if self._client is None:
+                self._client = self._factory()
+                self._script = self._client.register_script(_PUBLISH_LUA)
+            pipe = self._client.pipeline(transaction=False)
+            for event_id, kind, data in items:
+                keys = [self.stream, f"{self.stream}:seen:{event_id}"]
+                args = [self.dedupe_ttl_s, self.maxlen, event_id, kind, data, self.pubsub_channel]
+                self._script(keys=keys, args=args, client=pipe)
+            results = pipe.execute()
+        except Exception as exc:  # connection refused, timeout, LOADING, ... : retry later from the spool
+            self._count("publish_failures", 1)
+            if not self._down:
+                log.warning("delivery to Redis stream %s failed (%s: %s); spooling events to %s and retrying",
+                            self.stream, type(exc).__name__, exc, self._spool.directory)
+            self._down = True
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, self._retry_max_s)
+            self._drop_client()
+            return False
+        added = sum(1 for r in results if r)
+        self._count("published", added)
+        if len(items) - added:
+            self._count("duplicates", len(items) - added)
+        if self._down:
+            log.info("Redis reachable again for stream %s", self.stream)
+        self._down = False
+        self._backoff = self._retry_initial_s
+        return True
