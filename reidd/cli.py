@@ -12,7 +12,7 @@ from reidd import __version__
 from reidd.config import ConfigError, load_config
 
 #: Modules that add their own subcommands through ``register(subparsers)``.
-_PLUGIN_MODULES: list[str] = []
+_PLUGIN_MODULES: list[str] = ["reidd.events.tail", "reidd.evaluate.mtmc"]
 
 _DESCRIPTION = """\
 reidd: multi-camera vehicle re-identification daemon.
@@ -69,7 +69,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from reidd.daemon import run_replay, setup_logging
 
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
-    code, _ = run_replay(cfg, args.out, speed=args.speed, serve_metrics=args.metrics)
+    try:
+        code, _ = run_replay(cfg, args.out, speed=args.speed, serve_metrics=args.metrics, redis_url=args.redis_url,
+                             events_jsonl=args.events_jsonl, mtmc_path=args.output_mtmc,
+                             save_crops=not args.no_crops)
+    except _startup_errors() as exc:
+        print(f"reidd replay: {exc}", file=sys.stderr)
+        return 2
     return code
 
 
@@ -80,7 +86,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from reidd.daemon import run_live, setup_logging
 
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
-    return run_live(cfg)
+    try:
+        return run_live(cfg)
+    except _startup_errors() as exc:
+        print(f"reidd run: {exc}", file=sys.stderr)
+        return 2
+
+
+def _startup_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "this configuration cannot start" (clear message, exit 2)."""
+    from reidd.detect.yolo import DetectorLoadError
+    from reidd.gallery.redis_server import RedisUnavailable
+    from reidd.reid.embedder import EmbedderError
+
+    return (DetectorLoadError, EmbedderError, RedisUnavailable)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speed", type=float, default=None,
                    help="pace playback at this multiple of real time (default: as fast as possible)")
     s.add_argument("--metrics", action="store_true", help="also serve the Prometheus endpoint while replaying")
+    s.add_argument("--redis-url", default=None,
+                   help="use this Redis for gallery and events (e.g. to share a gallery with other daemons); "
+                        "default: a private embedded Redis under OUT/state, started empty, so reruns are identical")
+    s.add_argument("--events-jsonl", default=None, help="also write every event to this JSONL file")
+    s.add_argument("--output-mtmc", default=None,
+                   help="write final per-frame global ids in AI City MTMC format "
+                        "(camera_id obj_id frame_id xmin ymin width height -1 -1; frame_id 1-based)")
+    s.add_argument("--no-crops", action="store_true", help="do not save best crops under OUT/crops")
     s.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help=log_help)
     s.set_defaults(func=cmd_replay)
 

@@ -203,6 +203,7 @@ class ReidConfig(_Model):
     )
     embedding_dim: int | None = Field(None, ge=8, description="Embedding size (None: the backbone's width).")
     attention: bool = Field(False, description="CBAM channel+spatial attention after the backbone.")
+    multi_level: bool = Field(False, description="Embeddings from the last three backbone stages, concatenated.")
     input_size: tuple[int, int] = Field((224, 224), description="Crop size fed to the model, (height, width).")
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', ...")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
@@ -268,6 +269,10 @@ class EventsConfig(_Model):
     jsonl: str | None = Field(None, description="Also append events to this JSONL file.")
     spool_dir: str = Field(".state/spool", description="On-disk spool used while Redis is unreachable.")
     spool_max_mb: float = Field(512.0, gt=0, description="Bound of the spool on disk, MiB.")
+    crops_dir: str | None = Field(
+        None, description="Save each tracklet's best crop here as JPEG (referenced by tracklet events); unset = off."
+    )
+    crops_max: int = Field(100_000, ge=1, description="Keep at most this many crop files (oldest deleted first).")
 
 
 class MetricsConfig(_Model):
@@ -288,6 +293,9 @@ class LoggingConfig(_Model):
 class Config(_Model):
     """A whole cameras.yaml."""
 
+    daemon_id: str | None = Field(
+        None, pattern=_ID_RE, description="Name of this daemon in events and gallery entries (default: host name)."
+    )
     cameras: Annotated[list[CameraConfig], Field(min_length=1)] = Field(..., description="The cameras.")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Vehicle detector.")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Per-camera tracker.")
@@ -382,6 +390,8 @@ def _check_files(cfg: Config, base: Path) -> list[tuple[str, str]]:
     cfg.events.spool_dir = _resolve(base, cfg.events.spool_dir)
     if cfg.events.jsonl:
         cfg.events.jsonl = _resolve(base, cfg.events.jsonl)
+    if cfg.events.crops_dir:
+        cfg.events.crops_dir = _resolve(base, cfg.events.crops_dir)
     ids = {c.id for c in cfg.cameras}
     for j, link in enumerate(cfg.matching.topology):
         for field_name in ("src", "dst"):

@@ -85,31 +85,63 @@ def _print_summary(result: PipelineResult, stream: Any = sys.stdout) -> None:
 
 
 def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
-               metrics: Metrics | None = None, serve_metrics: bool = False) -> tuple[int, PipelineResult]:
-    """Replay recorded files deterministically; write tracklets.jsonl, mot/<camera>.txt and summary.json."""
+               metrics: Metrics | None = None, serve_metrics: bool = False, redis_url: str | None = None,
+               events_jsonl: str | Path | None = None, mtmc_path: str | Path | None = None,
+               save_crops: bool = True) -> tuple[int, PipelineResult]:
+    """Replay recorded files deterministically.
+
+    Writes OUT/tracklets.jsonl, OUT/mot/<camera>.txt, OUT/summary.json and, with re-ID enabled,
+    events (Redis stream + optional JSONL), OUT/crops/ and the MTMC file. Without ``redis_url`` a
+    private embedded Redis under OUT/state is started empty, so reruns give identical outputs.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = metrics or Metrics()
     jsonl = TrackletJsonlWriter(out / "tracklets.jsonl")
     mot = MotWriter(out / "mot", [c.id for c in cfg.enabled_cameras])
-    server = _maybe_serve(cfg, metrics) if serve_metrics else None
-    pipeline = Pipeline(cfg, replay=True, speed=speed, metrics=metrics, sinks=[jsonl, mot])
+    sinks: list = [jsonl, mot]
+    runtime = None
+    holder: dict[str, Pipeline] = {}
+    if cfg.reid.enabled:
+        from reidd.runtime import ReidRuntime
+
+        runtime = ReidRuntime(
+            cfg, live=False, metrics=metrics, redis_url=redis_url,
+            fresh_state_dir=None if redis_url else out / "state", events_jsonl=events_jsonl,
+            crops_dir=(out / "crops") if save_crops else None, mtmc_path=mtmc_path,
+            clock=lambda: (holder["p"].now() or 0.0) if "p" in holder else 0.0,
+        )
+        sinks.append(runtime.stage)
+        print(f"redis: {runtime.redis_url}  events stream: {cfg.events.stream}", flush=True)
+    server = _maybe_serve(cfg, metrics, runtime.ready if runtime else None) if serve_metrics else None
     try:
+        pipeline = Pipeline(cfg, replay=True, speed=speed, metrics=metrics, sinks=sinks,
+                            on_tick=[runtime.stage.tick] if runtime else [])
+        holder["p"] = pipeline
         with _SignalStop(pipeline):
             result = pipeline.run()
+            if runtime is not None:
+                runtime.finish()
     finally:
         jsonl.close()
         mot.close()
+        if runtime is not None:
+            runtime.close()
         if server:
             server.stop()
     summary = {
         "cameras": {k: {"frames": v.frames, "tracklets": v.tracklets, "state": v.state, "error": v.error,
                         "dropped_short": v.dropped_short} for k, v in result.cameras.items()},
         "tracklets": jsonl.count,
+        "events": runtime.events if runtime else 0,
+        "matches": runtime.stage.matches if runtime else 0,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     _print_summary(result)
-    print(f"outputs: {out / 'tracklets.jsonl'}, {out / 'mot'}/<camera>.txt, {out / 'summary.json'}")
+    if runtime is not None:
+        print(f"events: {runtime.events} ({runtime.stage.matches} cross-camera matches)")
+    print(f"outputs: {out / 'tracklets.jsonl'}, {out / 'mot'}/<camera>.txt, {out / 'summary.json'}"
+          + (f", {mtmc_path}" if mtmc_path and runtime else ""))
     return (1 if result.failed else 0), result
 
 
@@ -124,19 +156,41 @@ def _maybe_serve(cfg: Config, metrics: Metrics, readiness: Any = None) -> Metric
 def run_live(cfg: Config, *, metrics: Metrics | None = None) -> int:
     """``reidd run``: process the cameras until they end or SIGTERM; exit 0 after a clean drain."""
     metrics = metrics or Metrics()
-    pipeline = Pipeline(cfg, replay=False, metrics=metrics, sinks=[TrackletLogger()])
+    runtime = None
+    holder: dict[str, Pipeline] = {}
+    sinks: list = [TrackletLogger()]
+    if cfg.reid.enabled:
+        from reidd.runtime import ReidRuntime
+
+        runtime = ReidRuntime(cfg, live=True, metrics=metrics,
+                              clock=lambda: (holder["p"].now() or time.time()) if "p" in holder else time.time())
+        sinks.append(runtime.stage)
+        log.info("redis %s; subscribe to stream '%s' (reidd events tail --redis-url %s)",
+                 runtime.redis_url, cfg.events.stream, runtime.redis_url)
+    pipeline = Pipeline(cfg, replay=False, metrics=metrics, sinks=sinks,
+                        on_tick=[runtime.stage.tick] if runtime else [])
+    holder["p"] = pipeline
 
     def readiness() -> tuple[bool, dict]:
         streaming = [c for c, s in pipeline.summary.items() if s.state == "streaming"]
+        detail: dict = {"cameras_streaming": streaming, "model_loaded": True}
         ok = bool(streaming)
-        return ok, {"cameras_streaming": streaming, "model_loaded": True}
+        if runtime is not None:
+            r_ok, r_detail = runtime.ready()
+            ok = ok and r_ok
+            detail.update(r_detail)
+        return ok, detail
 
     server = _maybe_serve(cfg, metrics, readiness)
     t0 = time.time()
     try:
         with _SignalStop(pipeline):
             result = pipeline.run()
+            if runtime is not None:
+                runtime.finish()
     finally:
+        if runtime is not None:
+            runtime.close()
         if server:
             server.stop()
     _print_summary(result, sys.stderr)

@@ -94,8 +94,15 @@ class Metrics:
             "reidd_candidate_similarity", "Cosine similarity of the best candidate of every matched-or-not tracklet.",
             buckets=_SIM_BUCKETS, registry=r,
         )
+        self.events_emitted = Counter(
+            "reidd_events_total", "Events produced, by type (tracklet, match).", ["type"], registry=r
+        )
         self.events_published = Counter(
-            "reidd_events_published_total", "Events delivered to Redis, by type.", ["type"], registry=r
+            "reidd_events_published_total", "Events delivered to the Redis stream.", registry=r
+        )
+        self.events_refused = Counter(
+            "reidd_events_refused_total", "Events refused because the spool was full (logged as errors).",
+            registry=r,
         )
         self.event_failures = Counter(
             "reidd_event_publish_failures_total", "Failed attempts to deliver an event to Redis.", registry=r
@@ -118,6 +125,27 @@ class Metrics:
                 self.gpu_memory.set(float(torch.cuda.memory_allocated()))
         except Exception:  # pragma: no cover - torch missing or CUDA error: the gauge simply stays
             pass
+
+    def event_sink_hook(self):
+        """An ``on_metrics(name, value)`` callback for the Redis stream sink (cumulative values)."""
+        last: dict[str, float] = {}
+        counters = {"published": self.events_published, "publish_failures": self.event_failures,
+                    "refused": self.events_refused}
+
+        def hook(name: str, value: float) -> None:
+            if name == "spool_depth":
+                self.spool_depth.set(value)
+            elif name in counters:
+                delta = value - last.get(name, 0.0)
+                if delta > 0:
+                    counters[name].inc(delta)
+                    if name == "published":
+                        self.redis_up.set(1.0)
+                    elif name == "publish_failures":
+                        self.redis_up.set(0.0)
+                last[name] = value
+
+        return hook
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

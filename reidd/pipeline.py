@@ -68,6 +68,7 @@ class Pipeline:
         metrics: Metrics | None = None,
         detector: Detector | None = None,
         sinks: Sequence[TrackletSink] = (),
+        on_tick: Sequence[Callable[[float], None]] = (),
         restart_failed_after_s: float = 30.0,
     ):
         self.cfg = cfg
@@ -76,6 +77,9 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self.detector = detector or build_detector(cfg.detector)
         self.sinks = list(sinks)
+        self.on_tick = list(on_tick)
+        self._clock_ts: float | None = None  # latest frame time processed (the stage clock)
+        self._clock_mono = time.monotonic()
         self.restart_failed_after_s = restart_failed_after_s
         self.cams = [c for c in cfg.cameras if c.enabled]
         self.order = {c.id: i for i, c in enumerate(self.cams)}
@@ -207,6 +211,9 @@ class Pipeline:
                 for c in self.order:
                     self._sync_source_metrics(c)
                 last_sync = time.monotonic()
+                if not batch and self._clock_ts is not None:
+                    # no frames: let time move on (with wall time) so pending decisions still happen
+                    self._tick(self._clock_ts + (time.monotonic() - self._clock_mono), advance=False)
 
     # ------------------------------------------------------------------ stages
     def _process(self, batch: list[Frame]) -> None:
@@ -237,6 +244,19 @@ class Pipeline:
             m.active_tracks.labels(camera=cam_id).set(self.trackers[cam_id].active_count())
             m.open_tracklets.labels(camera=cam_id).set(self.builders[cam_id].open_count)
         self._emit(closed)
+        self._tick(max(f.ts for f in batch))
+
+    def now(self) -> float | None:
+        """The pipeline clock: the latest frame time processed (media time in replay, wall clock live)."""
+        return self._clock_ts
+
+    def _tick(self, ts: float, advance: bool = True) -> None:
+        if advance:
+            if self._clock_ts is None or ts > self._clock_ts:
+                self._clock_ts = ts
+            self._clock_mono = time.monotonic()
+        for fn in self.on_tick:
+            fn(ts if advance is False else self._clock_ts)  # type: ignore[arg-type]
 
     def _camera_ended(self, end: SourceEnd) -> None:
         s = self.summary[end.camera_id]

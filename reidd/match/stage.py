@@ -1,0 +1,170 @@
+"""The re-ID stage: a tracklet sink that embeds, matches across cameras and publishes events.
+
+Replay: embedding runs synchronously in the pipeline thread and decisions are driven by media
+time (``tick(now_ts)`` after every processed batch), so the outcome depends only on the input.
+Live: a :class:`~reidd.reid.embedder.BatchingEmbedder` thread batches crops from all cameras;
+decisions are driven by wall-clock ticks. Either way every closed tracklet becomes one
+``tracklet`` event (with its global id) and every accepted match one ``match`` event.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from reidd.config import Config
+from reidd.events.schema import match_event, tracklet_event
+from reidd.match.matcher import Decision, Matcher
+from reidd.metrics import Metrics
+from reidd.reid.embedder import BatchingEmbedder, Embedder
+from reidd.types import Event, Tracklet, TrackletEmbedding
+
+log = logging.getLogger("reidd.stage")
+
+
+def box_summary(t: Tracklet) -> dict[str, Any]:
+    """Small JSON summary of a tracklet's boxes (first, last, largest; rounded pixels)."""
+    areas = [(b.xyxy[2] - b.xyxy[0]) * (b.xyxy[3] - b.xyxy[1]) for b in t.boxes]
+    big = max(range(len(areas)), key=areas.__getitem__)
+
+    def r(b: tuple[float, float, float, float]) -> list[float]:
+        return [round(float(v), 1) for v in b]
+
+    return {"first": r(t.boxes[0].xyxy), "last": r(t.boxes[-1].xyxy), "largest": r(t.boxes[big].xyxy),
+            "largest_frame": t.boxes[big].frame, "mean_conf": round(sum(b.conf for b in t.boxes) / len(t.boxes), 4)}
+
+
+class CropStore:
+    """Saves each tracklet's best crop as JPEG; keeps at most ``max_files`` (oldest deleted)."""
+
+    def __init__(self, directory: str | Path, max_files: int = 100_000):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.max_files = max_files
+        self._files: list[Path] = sorted(self.dir.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
+
+    def save(self, t: Tracklet) -> str | None:
+        if not t.crops:
+            return None
+        path = self.dir / f"{t.tracklet_id.replace(':', '_')}.jpg"
+        cv2.imwrite(str(path), t.crops[0].image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        self._files.append(path)
+        while len(self._files) > self.max_files:
+            self._files.pop(0).unlink(missing_ok=True)
+        return str(path)
+
+
+class ReidStage:
+    """Tracklet sink + ``tick`` hook wiring embedder, matcher, gallery and event sinks.
+
+    ``on_assigned(tracklet, global_id)`` is called once per tracklet when its global id is decided.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        embedder: Embedder,
+        matcher: Matcher,
+        publish: Callable[[Event], None],
+        metrics: Metrics,
+        daemon_id: str,
+        live: bool,
+        crops: CropStore | None = None,
+        on_assigned: Callable[[Tracklet, int], None] | None = None,
+    ):
+        self.cfg = cfg
+        self.embedder = embedder
+        self.matcher = matcher
+        self.publish = publish
+        self.metrics = metrics
+        self.daemon_id = daemon_id
+        self.live = live
+        self.crops = crops
+        self.on_assigned = on_assigned
+        self._lock = threading.Lock()
+        self._crop_paths: dict[str, str | None] = {}
+        self._no_crops: list[tuple[float, int, Tracklet]] = []  # tracklets without crops, decided like the rest
+        self._seq = 0
+        self.tracklets = 0
+        self.matches = 0
+        self._batcher = BatchingEmbedder(embedder, self._embedded).start() if live else None
+
+    # ------------------------------------------------------------------ sink side
+    def __call__(self, tracklets: list[Tracklet]) -> None:
+        if self.crops is not None:
+            for t in tracklets:
+                self._crop_paths[t.tracklet_id] = self.crops.save(t)
+        if self._batcher is not None:
+            self._batcher.submit(tracklets)
+        else:
+            self._embedded(self.embedder.embed_tracklets(tracklets), tracklets)
+
+    def _embedded(self, embs: list[TrackletEmbedding | None], tracklets: list[Tracklet] | None = None) -> None:
+        with self._lock:
+            for i, e in enumerate(embs):
+                if e is not None:
+                    self.matcher.submit(e)
+                elif tracklets is not None:
+                    t = tracklets[i]
+                    self._seq += 1
+                    heapq.heappush(self._no_crops, (t.last_ts, self._seq, t))
+
+    # ------------------------------------------------------------------ decisions
+    def tick(self, now_ts: float | None) -> None:
+        """Decide what is due (``now_ts`` None: everything) and publish the events."""
+        with self._lock:
+            decisions = self.matcher.decide(now_ts)
+            late = []
+            while self._no_crops and (now_ts is None or self._no_crops[0][0] <= now_ts):
+                late.append(heapq.heappop(self._no_crops)[2])
+        for d in decisions:
+            self._publish_decision(d)
+        for t in late:
+            self._publish_tracklet(t, self.matcher.gallery.allocate_global_id())
+        self.metrics.gallery_entries.set(len(self.matcher.gallery))
+
+    def _publish_decision(self, d: Decision) -> None:
+        t = d.query.tracklet
+        if d.best_similarity is not None:
+            self.metrics.candidate_similarity.observe(d.best_similarity)
+        if d.match is not None:
+            m = d.match
+            self.matches += 1
+            self.metrics.matches.labels(camera=m.query_camera, gallery_camera=m.gallery_camera).inc()
+            self.metrics.similarity.observe(m.similarity)
+            g = self.matcher.gallery.get(m.gallery_id)
+            gref = {"tracklet_id": m.gallery_id, "camera_id": m.gallery_camera,
+                    "first_ts": g.first_ts if g else 0.0, "last_ts": g.last_ts if g else 0.0}
+            qref = {"tracklet_id": t.tracklet_id, "camera_id": t.camera_id, "first_ts": t.first_ts,
+                    "last_ts": t.last_ts}
+            self.publish(match_event(query=qref, gallery=gref, similarity=round(m.similarity, 6),
+                                     transit_s=round(m.transit_s, 6), global_id=m.global_id,
+                                     daemon_id=self.daemon_id))
+        elif t.segment == 0:
+            self.metrics.global_ids.inc()
+        self._publish_tracklet(t, d.global_id)
+
+    def _publish_tracklet(self, t: Tracklet, gid: int) -> None:
+        self.tracklets += 1
+        self.publish(tracklet_event(
+            camera_id=t.camera_id, local_id=t.local_id, tracklet_id=t.tracklet_id, global_id=gid,
+            first_frame=t.first_frame, last_frame=t.last_frame, first_ts=t.first_ts, last_ts=t.last_ts,
+            live=self.live, box_summary=box_summary(t), best_crop=self._crop_paths.pop(t.tracklet_id, None),
+            cls=t.cls, num_boxes=len(t.boxes), daemon_id=self.daemon_id,
+        ))
+        if self.on_assigned is not None:
+            self.on_assigned(t, gid)
+
+    def finish(self) -> None:
+        """Embed what is queued and decide everything still pending (end of replay / shutdown)."""
+        if self._batcher is not None:
+            self._batcher.drain()
+            self._batcher.close()
+        self.tick(None)

@@ -1,0 +1,243 @@
+"""The daemon's embedder: one model for all cameras, batched crops, temporal pooling on the device.
+
+Crops (uint8 BGR, any size) go to the device as they are; resize to the model's input size,
+BGR->RGB and normalisation happen there, so from crop batch to pooled vector the tensors stay on
+the model's device. Precision: fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32
+(``reid.precision``). channels_last on CUDA.
+
+:meth:`Embedder.embed_tracklets` is synchronous and deterministic (the batch composition depends
+only on the tracklets given), which replay relies on. :class:`BatchingEmbedder` serves live
+cameras: a thread collects tracklets from every camera until ``max_batch`` crops or
+``max_wait_ms`` and embeds them together.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reidd.config import ReidConfig
+from reidd.metrics import Metrics
+from reidd.types import Tracklet, TrackletEmbedding
+
+log = logging.getLogger("reidd.embedder")
+
+
+class EmbedderError(RuntimeError):
+    """The configured re-ID model cannot be used (message names the field and file)."""
+
+
+def expected_spec(cfg: ReidConfig):
+    from reidd.reid.model import ModelSpec
+
+    return ModelSpec(backbone=cfg.backbone, embedding_dim=cfg.embedding_dim, attention=cfg.attention,
+                     multi_level=cfg.multi_level, input_size=tuple(cfg.input_size))
+
+
+def pool_features(feats: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Quality-weighted (or plain, when ``weights`` is None) mean of L2-normalised rows, re-normalised."""
+    f = F.normalize(feats.float(), dim=1)
+    if weights is None:
+        pooled = f.mean(dim=0)
+    else:
+        w = weights.float().clamp_min(0) + 1e-6
+        pooled = (f * w[:, None]).sum(dim=0) / w.sum()
+    return F.normalize(pooled, dim=0)
+
+
+class Embedder:
+    """Loads the configured model once; embeds and pools tracklets."""
+
+    def __init__(self, cfg: ReidConfig, metrics: Metrics | None = None):
+        from reidd.reid.model import build_model, pick_device, pick_precision
+
+        self.cfg = cfg
+        self.metrics = metrics
+        self.device = pick_device(cfg.device)
+        self.dtype = pick_precision(self.device, cfg.precision)
+        self._onnx = None
+        spec = expected_spec(cfg)
+        if cfg.weights and cfg.weights.endswith(".onnx"):
+            self._init_onnx(cfg.weights, spec)
+        elif cfg.weights:
+            from reidd.reid.checkpoint import CheckpointMismatch, load_checkpoint
+
+            try:
+                self.model, meta = load_checkpoint(cfg.weights, map_location=self.device, expect=spec)
+            except CheckpointMismatch as exc:
+                raise EmbedderError(f"reid.weights: {exc}") from exc
+            self.spec = meta["spec"]
+        else:
+            from reidd.reid.backbones import PretrainedUnavailable
+
+            try:
+                self.model = build_model(spec, pretrained=True)
+            except PretrainedUnavailable as exc:
+                raise EmbedderError(
+                    f"reid.backbone: ImageNet weights for '{cfg.backbone}' are not available here ({exc}); "
+                    "set reid.weights to a checkpoint or use backbone efficientnet_lite0 (works offline)"
+                ) from exc
+            self.spec = spec
+        if self._onnx is None:
+            self.model = self.model.to(self.device).eval()
+            if self.device.type == "cuda":
+                self.model = self.model.to(memory_format=torch.channels_last)
+            self.dim = int(self.model.embedding_dim)
+        h, w = self.spec.input_size
+        self._mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+        self._size = (h, w)
+        log.info("embedder: %s dim=%d on %s (%s)%s", self.spec.backbone, self.dim, self.device,
+                 str(self.dtype).replace("torch.", ""), f" weights={cfg.weights}" if cfg.weights else " ImageNet init")
+
+    def _init_onnx(self, path: str, spec) -> None:
+        from reidd.reid.checkpoint import spec_differences
+        from reidd.reid.export import OnnxEmbedder, read_onnx_spec
+
+        if not Path(path).is_file():
+            raise EmbedderError(f"reid.weights: file not found: {path}")
+        got = read_onnx_spec(path)
+        diff = spec_differences(spec, got)
+        if diff:
+            raise EmbedderError(f"reid.weights: {path} does not fit the configured model: " + "; ".join(diff))
+        self._onnx = OnnxEmbedder(path)
+        self.spec = got
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        probe = self._onnx(np.zeros((1, 3, *got.input_size), np.float32))
+        self.dim = int(probe.shape[1])
+
+    # ------------------------------------------------------------------ core
+    def _prepare(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
+        """uint8 BGR crops of any size -> normalised (B, 3, H, W) float on the device."""
+        out = []
+        for c in crops:
+            t = torch.from_numpy(np.ascontiguousarray(c)).to(self.device, non_blocking=True)
+            t = t.permute(2, 0, 1).flip(0).unsqueeze(0).float()  # HWC BGR -> 1CHW RGB
+            out.append(F.interpolate(t, size=self._size, mode="bilinear", align_corners=False, antialias=True))
+        x = torch.cat(out) / 255.0
+        return (x - self._mean) / self._std
+
+    @torch.inference_mode()
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
+        """(N, D) L2-normalised features on the device, in ``max_batch`` chunks."""
+        feats = []
+        for i in range(0, len(crops), self.cfg.max_batch):
+            chunk = crops[i : i + self.cfg.max_batch]
+            t0 = time.perf_counter()
+            x = self._prepare(chunk)
+            if self._onnx is not None:
+                f = torch.from_numpy(self._onnx(x.cpu().numpy()))
+            else:
+                if self.device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                if self.dtype == torch.float32:
+                    f = self.model(x)
+                else:
+                    with torch.autocast(device_type=self.device.type, dtype=self.dtype):
+                        f = self.model(x)
+            feats.append(F.normalize(f.float(), dim=1))
+            if self.metrics is not None:
+                dt = time.perf_counter() - t0
+                self.metrics.embedder_latency.observe(dt)
+                self.metrics.embedder_batch.observe(len(chunk))
+                self.metrics.stage_seconds.labels(stage="embed").observe(dt)
+        if not feats:
+            return torch.zeros((0, self.dim), device=self.device)
+        return torch.cat(feats)
+
+    def embed_tracklets(self, tracklets: Sequence[Tracklet]) -> list[TrackletEmbedding | None]:
+        """Pooled embedding per tracklet (None for a tracklet without crops), crops of all batched together."""
+        crops, owner, quality = [], [], []
+        for i, t in enumerate(tracklets):
+            for c in t.crops:
+                crops.append(c.image)
+                owner.append(i)
+                quality.append(c.quality)
+        if not crops:
+            return [None] * len(tracklets)
+        feats = self.embed_crops(crops)
+        owner_t = torch.tensor(owner, device=feats.device)
+        q = torch.tensor(quality, device=feats.device)
+        out: list[TrackletEmbedding | None] = []
+        for i, t in enumerate(tracklets):
+            sel = (owner_t == i).nonzero(as_tuple=True)[0]
+            if len(sel) == 0:
+                out.append(None)
+                continue
+            w = q[sel] if self.cfg.pooling == "quality" else None
+            pooled = pool_features(feats[sel], w)
+            out.append(TrackletEmbedding(t, pooled.cpu().numpy().astype(np.float32), int(len(sel))))
+        return out
+
+
+class BatchingEmbedder:
+    """Live mode: a worker thread batches tracklets from all cameras (``max_batch`` crops / ``max_wait_ms``)."""
+
+    def __init__(self, embedder: Embedder, on_result: Callable[[list[TrackletEmbedding | None], list[Tracklet]], None],
+                 max_pending: int = 10_000):
+        self.embedder = embedder
+        self.on_result = on_result
+        self._q: queue.Queue[Tracklet | None] = queue.Queue(maxsize=max_pending)
+        self._thread = threading.Thread(target=self._loop, name="reidd-embedder", daemon=True)
+        self._idle = threading.Event()
+        self._idle.set()
+        self.errors = 0
+
+    def start(self) -> "BatchingEmbedder":
+        self._thread.start()
+        return self
+
+    def submit(self, tracklets: Sequence[Tracklet]) -> None:
+        for t in tracklets:
+            self._idle.clear()
+            self._q.put(t)  # bounded: blocks the pipeline rather than dropping a tracklet
+
+    def _loop(self) -> None:
+        cfg = self.embedder.cfg
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            n = len(first.crops)
+            deadline = time.monotonic() + cfg.max_wait_ms / 1000.0
+            stop = False
+            while n < cfg.max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    t = self._q.get(timeout=left)
+                except queue.Empty:
+                    break
+                if t is None:
+                    stop = True
+                    break
+                batch.append(t)
+                n += len(t.crops)
+            try:
+                self.on_result(self.embedder.embed_tracklets(batch), batch)
+            except Exception:  # keep serving; the failure is logged and counted
+                self.errors += 1
+                log.exception("embedding a batch of %d tracklets failed", len(batch))
+            if self._q.empty():
+                self._idle.set()
+            if stop:
+                return
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until everything submitted has been embedded."""
+        return self._idle.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._q.put(None)
+        self._thread.join(timeout)
