@@ -108,7 +108,7 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
         runtime = ReidRuntime(
             cfg, live=False, metrics=metrics, redis_url=redis_url,
             fresh_state_dir=None if redis_url else out / "state", events_jsonl=events_jsonl,
-            crops_dir=(out / "crops") if save_crops else None, mtmc_path=mtmc_path,
+            crops_dir=(out / "crops") if save_crops else None, crops_relative_to=out, mtmc_path=mtmc_path,
             clock=lambda: (holder["p"].now() or 0.0) if "p" in holder else 0.0,
         )
         sinks.append(runtime.stage)

@@ -3,7 +3,9 @@ event sinks and the stage that ties them together; and closes them in the right 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -59,13 +61,19 @@ class ReidRuntime:
         fresh_state_dir: str | Path | None = None,
         events_jsonl: str | Path | None = None,
         crops_dir: str | Path | None = None,
+        crops_relative_to: str | Path | None = None,
         mtmc_path: str | Path | None = None,
         clock=None,
     ):
         self.cfg = cfg
         self.metrics = metrics
         self.embedded: EmbeddedRedis | None = None
-        self.daemon_id = cfg.daemon_id or ("replay" if not live else socket.gethostname())
+        # replay: stable (deterministic event ids) yet distinct per camera set, so two replays sharing a
+        # Redis still see each other's gallery entries; live: host and process
+        cams = ",".join(c.id for c in cfg.enabled_cameras)
+        self.daemon_id = cfg.daemon_id or (
+            f"replay-{hashlib.sha1(cams.encode()).hexdigest()[:8]}" if not live else f"{socket.gethostname()}-{os.getpid()}"
+        )
         gcfg = cfg.gallery.model_copy()
         spool_dir = Path(cfg.events.spool_dir)
         if fresh_state_dir is not None:  # replay: a private, empty Redis + spool so that reruns are identical
@@ -94,7 +102,7 @@ class ReidRuntime:
         self.jsonl_sinks = [JsonlSink(p) for p in {str(p) for p in (events_jsonl, cfg.events.jsonl) if p}]
         self.sink = MultiSink([self.stream_sink, *self.jsonl_sinks])
         self.mtmc = MtmcWriter(mtmc_path) if mtmc_path else None
-        crops = CropStore(crops_dir or cfg.events.crops_dir, cfg.events.crops_max) if (
+        crops = CropStore(crops_dir or cfg.events.crops_dir, cfg.events.crops_max, crops_relative_to) if (
             crops_dir or cfg.events.crops_dir) else None
         self.stage = ReidStage(cfg, embedder=self.embedder, matcher=self.matcher, publish=self._publish,
                                metrics=metrics, daemon_id=self.daemon_id, live=live, crops=crops,

@@ -13,15 +13,21 @@ For each new tracklet (the *query*):
    a new id from Redis (atomic). Later segments of a long track keep their first segment's id.
 
 Decisions are logged with similarity and transit time.
+
+Redis outages: a failed gallery sync is skipped; when global ids cannot be allocated the queries stay
+pending and are decided once Redis answers again (nothing is lost, only delayed); gallery writes that
+fail are kept in a small local overlay, still searched, and written when Redis is back.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
+import redis
 from scipy.optimize import linear_sum_assignment
 
 from reidd.config import MatchingConfig
@@ -51,6 +57,9 @@ class Matcher:
         self._claimed: OrderedDict[tuple[str, str], None] = OrderedDict()  # (entry id, query camera)
         self._track_gid: OrderedDict[tuple[str, int], int] = OrderedDict()  # (camera, local id) -> global id
         self._max = max_track_memory
+        self._unsaved: deque[GalleryEntry] = deque(maxlen=max_track_memory)  # written to Redis when it is back
+        self.redis_ok = True
+        self._last_warn = 0.0
         self._links: dict[tuple[str, str], tuple[float, float]] = {}
         for link in cfg.topology:
             self._links[(link.src, link.dst)] = (link.min_s, link.max_s)
@@ -73,20 +82,25 @@ class Matcher:
 
     def decide(self, now_ts: float | None = None) -> list[Decision]:
         """Decide every pending query whose tracklet ended at least ``decision_window_s`` before ``now_ts``
-        (all of them when ``now_ts`` is None). Returns decisions in a deterministic order."""
+        (all of them when ``now_ts`` is None). Returns decisions in a deterministic order; returns none
+        (and keeps the queries pending) while Redis cannot allocate global ids."""
+        self._flush_unsaved()
         if not self.pending:
             return []
         if now_ts is None:
-            ready, self.pending = self.pending, []
+            ready, rest = self.pending, []
         else:
             cut = now_ts - self.cfg.decision_window_s
             ready = [q for q in self.pending if q.tracklet.last_ts <= cut]
             if not ready:
                 return []
-            self.pending = [q for q in self.pending if q.tracklet.last_ts > cut]
+            rest = [q for q in self.pending if q.tracklet.last_ts > cut]
         ready.sort(key=lambda q: (q.tracklet.last_ts, q.tracklet.camera_id, q.tracklet.local_id,
                                   q.tracklet.segment))
-        self.gallery.sync()
+        try:
+            self.gallery.sync()
+        except redis.RedisError as exc:
+            self._redis_failed("gallery sync", exc)
         decisions: dict[int, Decision] = {}
         fresh: list[int] = []
         for i, q in enumerate(ready):
@@ -95,16 +109,30 @@ class Matcher:
                 decisions[i] = Decision(q, self._track_gid[key], None, None)
             else:
                 fresh.append(i)
-        self._assign([ready[i] for i in fresh], fresh, decisions)
+        try:
+            self._assign([ready[i] for i in fresh], fresh, decisions)
+        except redis.RedisError as exc:
+            self._redis_failed("global id allocation (decisions deferred)", exc)
+            return []
+        self.pending = rest
+        self.redis_ok = True
         out = [decisions[i] for i in range(len(ready))]
         for d in out:
             t = d.query.tracklet
             self._remember_track((t.camera_id, t.local_id), d.global_id)
-            self.gallery.add(GalleryEntry(
+            entry = GalleryEntry(
                 tracklet_id=t.tracklet_id, camera_id=t.camera_id, first_ts=t.first_ts, last_ts=t.last_ts,
                 embedding=d.query.embedding, global_id=d.global_id,
                 attributes={"cls": t.cls, "num_boxes": len(t.boxes), "local_id": t.local_id},
-            ))
+            )
+            if self._unsaved:
+                self._unsaved.append(entry)  # keep the order of writes
+            else:
+                try:
+                    self.gallery.add(entry)
+                except redis.RedisError as exc:
+                    self._redis_failed("gallery write (kept locally)", exc)
+                    self._unsaved.append(entry)
             if d.match is not None:
                 log.info("match %s -> %s sim=%.3f transit=%.1fs gid=%d", d.match.query_id, d.match.gallery_id,
                          d.match.similarity, d.match.transit_s, d.global_id)
@@ -113,9 +141,38 @@ class Matcher:
                           "none" if d.best_similarity is None else f"{d.best_similarity:.3f}")
         return out
 
+    def _redis_failed(self, what: str, exc: Exception) -> None:
+        self.redis_ok = False
+        if time.monotonic() - self._last_warn > 5:
+            log.warning("Redis unavailable during %s: %s", what, exc)
+            self._last_warn = time.monotonic()
+
+    def _flush_unsaved(self) -> None:
+        while self._unsaved:
+            try:
+                self.gallery.add(self._unsaved[0])
+            except redis.RedisError as exc:
+                self._redis_failed("gallery write retry", exc)
+                return
+            self._unsaved.popleft()
+
+    def entry(self, tracklet_id: str) -> GalleryEntry | None:
+        """A gallery entry by id, including ones not yet written to Redis."""
+        e = next((u for u in self._unsaved if u.tracklet_id == tracklet_id), None)
+        if e is None:
+            try:
+                e = self.gallery.get(tracklet_id)
+            except redis.RedisError:
+                e = None
+        return e
+
     def _candidates(self, q: TrackletEmbedding) -> list[tuple[GalleryEntry, float, float]]:
         t = q.tracklet
         found = self.gallery.search(q.embedding, self.cfg.top_k, exclude_camera=t.camera_id)
+        if self._unsaved:  # entries Redis has not taken yet are still candidates
+            local = [u for u in self._unsaved if u.camera_id != t.camera_id]
+            found = sorted([*found, *((u, float(np.dot(u.embedding, q.embedding))) for u in local)],
+                           key=lambda es: -es[1])[: self.cfg.top_k]
         out = []
         for entry, sim in found:
             transit = t.first_ts - entry.last_ts
@@ -143,6 +200,7 @@ class Matcher:
                 info[(qi, ej)] = (e, transit)
         pairs = self._solve(sim)
         matched = {qi: ej for qi, ej in pairs}
+        new_ids = {qi: self.gallery.allocate_global_id() for qi in range(len(queries)) if qi not in matched}
         for qi, q in enumerate(queries):
             t = q.tracklet
             if qi in matched:
@@ -153,7 +211,7 @@ class Matcher:
                 m = Match(t.tracklet_id, t.camera_id, e.tracklet_id, e.camera_id, float(sim[qi, ej]), transit, gid)
                 decisions[idx[qi]] = Decision(q, gid, m, best[qi])
             else:
-                decisions[idx[qi]] = Decision(q, self.gallery.allocate_global_id(), None, best[qi])
+                decisions[idx[qi]] = Decision(q, new_ids[qi], None, best[qi])
 
     def _solve(self, sim: np.ndarray) -> list[tuple[int, int]]:
         valid = np.isfinite(sim)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import cv2
+import redis
 
 from reidd.config import Config
 from reidd.events.schema import match_event, tracklet_event
@@ -41,10 +43,15 @@ def box_summary(t: Tracklet) -> dict[str, Any]:
 
 
 class CropStore:
-    """Saves each tracklet's best crop as JPEG; keeps at most ``max_files`` (oldest deleted)."""
+    """Saves each tracklet's best crop as JPEG; keeps at most ``max_files`` (oldest deleted).
 
-    def __init__(self, directory: str | Path, max_files: int = 100_000):
+    With ``relative_to`` the returned reference is relative to that folder (replay: to OUT, so that
+    events do not depend on where the output folder is).
+    """
+
+    def __init__(self, directory: str | Path, max_files: int = 100_000, relative_to: str | Path | None = None):
         self.dir = Path(directory)
+        self.relative_to = Path(relative_to) if relative_to is not None else None
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_files = max_files
         self._files: list[Path] = sorted(self.dir.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
@@ -57,7 +64,7 @@ class CropStore:
         self._files.append(path)
         while len(self._files) > self.max_files:
             self._files.pop(0).unlink(missing_ok=True)
-        return str(path)
+        return str(path.relative_to(self.relative_to) if self.relative_to else path)
 
 
 class ReidStage:
@@ -126,9 +133,18 @@ class ReidStage:
                 late.append(heapq.heappop(self._no_crops)[2])
         for d in decisions:
             self._publish_decision(d)
-        for t in late:
-            self._publish_tracklet(t, self.matcher.gallery.allocate_global_id())
+        for i, t in enumerate(late):
+            try:
+                gid = self.matcher.gallery.allocate_global_id()
+            except redis.RedisError:
+                with self._lock:  # Redis is down: decide these later, lose nothing
+                    for t2 in late[i:]:
+                        self._seq += 1
+                        heapq.heappush(self._no_crops, (t2.last_ts, self._seq, t2))
+                break
+            self._publish_tracklet(t, gid)
         self.metrics.gallery_entries.set(len(self.matcher.gallery))
+        self.metrics.redis_up.set(1.0 if self.matcher.redis_ok else 0.0)
 
     def _publish_decision(self, d: Decision) -> None:
         t = d.query.tracklet
@@ -139,7 +155,7 @@ class ReidStage:
             self.matches += 1
             self.metrics.matches.labels(camera=m.query_camera, gallery_camera=m.gallery_camera).inc()
             self.metrics.similarity.observe(m.similarity)
-            g = self.matcher.gallery.get(m.gallery_id)
+            g = self.matcher.entry(m.gallery_id)
             gref = {"tracklet_id": m.gallery_id, "camera_id": m.gallery_camera,
                     "first_ts": g.first_ts if g else 0.0, "last_ts": g.last_ts if g else 0.0}
             qref = {"tracklet_id": t.tracklet_id, "camera_id": t.camera_id, "first_ts": t.first_ts,
@@ -162,9 +178,22 @@ class ReidStage:
         if self.on_assigned is not None:
             self.on_assigned(t, gid)
 
-    def finish(self) -> None:
-        """Embed what is queued and decide everything still pending (end of replay / shutdown)."""
+    def finish(self, redis_wait_s: float = 30.0) -> None:
+        """Embed what is queued and decide everything still pending (end of replay / shutdown).
+
+        While Redis cannot allocate global ids, retry for up to ``redis_wait_s``; what is still
+        undecided after that is reported as an error (its tracklets get no events).
+        """
         if self._batcher is not None:
             self._batcher.drain()
             self._batcher.close()
-        self.tick(None)
+        deadline = time.monotonic() + redis_wait_s
+        while True:
+            self.tick(None)
+            left = len(self.matcher.pending) + len(self._no_crops) + len(self.matcher._unsaved)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                log.error("Redis unavailable at shutdown: %d tracklets could not be decided or stored", left)
+                return
+            time.sleep(0.5)

@@ -11,7 +11,8 @@ from reidd.types import Detections
 
 
 class CameraTracker:
-    """One tracker per camera. ``update`` returns the confirmed tracks of this frame with ``track_id`` set."""
+    """One tracker per camera. ``update`` returns the confirmed tracks matched in this frame, with
+    ``track_id`` set, each with the box, confidence and class of the detection it was matched to."""
 
     def __init__(self, cfg: TrackerConfig):
         from ultralytics.trackers.bot_sort import BOTSORT
@@ -41,7 +42,10 @@ class CameraTracker:
         if len(out) == 0:
             return Detections(track_id=np.zeros((0,), np.int64))
         out = out[np.argsort(out[:, 4], kind="stable")]  # by track id: deterministic downstream order
-        return Detections(out[:, :4], out[:, 5], out[:, 6].astype(np.int32), out[:, 4].astype(np.int64))
+        # Report the matched detection's box, not the Kalman state: the filter adapts a box's aspect
+        # ratio slowly, so a track born on a vehicle cut by the frame edge would lag for many frames.
+        idx = out[:, 7].astype(np.int64)
+        return Detections(dets.xyxy[idx], dets.conf[idx], dets.cls[idx], out[:, 4].astype(np.int64))
 
     def active_count(self) -> int:
         return len(self._impl.tracked_stracks)
