@@ -36,8 +36,9 @@ def reid_config(scene, tmp_path: Path, name: str, *, cameras: list[str] | None =
     data["reid"] = {"input_size": [128, 128], "max_batch": 32}
     data["tracklets"] = {"max_crops": 4}
     data["metrics"] = {"enabled": False}
-    if cameras is not None:
-        data["cameras"] = [c for c in data["cameras"] if c["id"] in cameras]
+    if cameras is not None:  # other daemons' cameras stay listed (the topology names them) but disabled
+        for c in data["cameras"]:
+            c["enabled"] = c["id"] in cameras
     for k, v in extra.items():
         data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
     path = Path(scene.out_dir) / f"{name}-{tmp_path.name}.yaml"
@@ -120,13 +121,21 @@ def test_redis_outage_mid_run_loses_and_duplicates_nothing(scene3, tmp_path: Pat
     cfg = reid_config(scene3, tmp_path, "outage")
     metrics = Metrics()
     spool_seen: list[float] = []
+    redis_down_seen: list[bool] = []
+
+    def processed() -> float:
+        return sum(s.value for fam in metrics.frames_processed.collect() for s in fam.samples
+                   if s.name.endswith("_total"))
 
     def outage() -> None:
-        time.sleep(4.0)
+        deadline = time.time() + 120
+        while processed() < 150 and time.time() < deadline:  # vehicles have started closing tracklets
+            time.sleep(0.05)
         redis_proc.stop()  # a graceful stop (its append-only file keeps what it acknowledged)
-        for _ in range(30):
-            spool_seen.append(metrics.spool_depth._value.get())
+        for _ in range(40):
             time.sleep(0.1)
+            spool_seen.append(metrics.spool_depth._value.get())
+            redis_down_seen.append(metrics.redis_up._value.get() == 0.0)
         redis_proc.start()
 
     t = threading.Thread(target=outage)
@@ -143,7 +152,9 @@ def test_redis_outage_mid_run_loses_and_duplicates_nothing(scene3, tmp_path: Pat
     assert len(ids) == len(set(ids)), "duplicated events"
     assert sorted(ids) == sorted(e["event_id"] for e in events), "lost events"
     assert got == events  # and in order
-    assert max(spool_seen) > 0 or metrics.event_failures._value.get() > 0, "the outage was not noticed"
+    # while Redis was down, decisions waited (no global ids) or events were spooled; the outage was seen
+    assert any(redis_down_seen) or max(spool_seen) > 0, "the outage was not noticed"
+    assert metrics.redis_up._value.get() == 1.0
     assert metrics.spool_depth._value.get() == 0
     assert sum(e["type"] == "match" for e in events) >= 5
 
@@ -268,8 +279,9 @@ def test_real_vehicle_crops_matched_across_two_cameras(tmp_path: Path) -> None:
     code, _ = run_replay(load_config(cfg), tmp_path / "o", mtmc_path=tmp_path / "o" / "mtmc.txt")
     assert code == 0
     res = evaluate_mtmc(scene.gt_mtmc, tmp_path / "o" / "mtmc.txt")
-    # Real photos of one vehicle from two roadside cameras differ in pose and light; the bar is what
-    # the untrained (ImageNet) embedder reaches with margin, measured on this seed.
+    # Real photos of one vehicle from two roadside cameras differ in pose and light. Measured with the
+    # untrained (ImageNet) embedder: seed 5 -> 7/7 transitions, IDF1 0.95; seed 6 -> 6/7. Bar: 5/7.
     assert res["transitions_total"] >= 6
-    assert res["transition_accuracy"] >= 0.5, res
-    assert res["false_merges"] <= 2, res
+    assert res["transition_accuracy"] >= 0.7, res
+    assert res["false_merges"] <= 1, res
+    assert res["idf1"] >= 0.75, res
