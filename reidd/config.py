@@ -209,6 +209,13 @@ class ReidConfig(_Model):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="'auto': fp16 on CUDA, bf16 on CPUs that support it, else fp32."
     )
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
+        description=(
+            "'auto': PyTorch on CUDA; on CPU the model is exported once to ONNX (checked against PyTorch) and run "
+            "with onnxruntime, several times faster than eager PyTorch there."
+        ),
+    )
     max_batch: int = Field(64, ge=1, description="Crops per embedder call, at most.")
     max_wait_ms: float = Field(20.0, ge=0, description="Wait at most this long to fill a batch.")
     pooling: Literal["quality", "mean"] = Field(

@@ -3,7 +3,8 @@
 Crops (uint8 BGR, any size) go to the device as they are; resize to the model's input size,
 BGR->RGB and normalisation happen there, so from crop batch to pooled vector the tensors stay on
 the model's device. Precision: fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32
-(``reid.precision``). channels_last on CUDA.
+(``reid.precision``). channels_last on CUDA. On CPU (``reid.runtime: auto``) the model is exported
+once to a temporary ONNX file, checked numerically against PyTorch, and run with onnxruntime.
 
 :meth:`Embedder.embed_tracklets` is synchronous and deterministic (the batch composition depends
 only on the tracklets given), which replay relies on. :class:`BatchingEmbedder` serves live
@@ -64,6 +65,7 @@ class Embedder:
         self.device = pick_device(cfg.device)
         self.dtype = pick_precision(self.device, cfg.precision)
         self._onnx = None
+        self._tmp = None
         spec = expected_spec(cfg)
         if cfg.weights and cfg.weights.endswith(".onnx"):
             self._init_onnx(cfg.weights, spec)
@@ -86,6 +88,8 @@ class Embedder:
                     "set reid.weights to a checkpoint or use backbone efficientnet_lite0 (works offline)"
                 ) from exc
             self.spec = spec
+        if self._onnx is None and self._use_onnxruntime():
+            self._export_for_cpu()
         if self._onnx is None:
             self.model = self.model.to(self.device).eval()
             if self.device.type == "cuda":
@@ -95,8 +99,40 @@ class Embedder:
         self._mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
         self._size = (h, w)
-        log.info("embedder: %s dim=%d on %s (%s)%s", self.spec.backbone, self.dim, self.device,
-                 str(self.dtype).replace("torch.", ""), f" weights={cfg.weights}" if cfg.weights else " ImageNet init")
+        log.info("embedder: %s dim=%d on %s (%s, %s)%s", self.spec.backbone, self.dim, self.device,
+                 "onnxruntime" if self._onnx is not None else "torch", str(self.dtype).replace("torch.", ""),
+                 f" weights={cfg.weights}" if cfg.weights else " ImageNet init")
+
+    def _use_onnxruntime(self) -> bool:
+        if self.cfg.runtime == "torch" or (self.cfg.runtime == "auto" and self.device.type != "cpu"):
+            return False
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            if self.cfg.runtime == "onnxruntime":
+                raise EmbedderError("reid.runtime: onnxruntime is not installed (pip install onnxruntime)") from exc
+            return False
+        return True
+
+    def _export_for_cpu(self) -> None:
+        """Export the loaded model to ONNX (verified against PyTorch) and serve it with onnxruntime."""
+        import tempfile
+
+        from reidd.device import set_cpu_threads
+        from reidd.reid.export import ExportError, OnnxEmbedder, export_model
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="reidd-embedder-")
+        path = Path(self._tmp.name) / "embedder.onnx"
+        try:
+            info = export_model(self.model.cpu().eval(), path, "onnx")
+        except (ExportError, RuntimeError) as exc:
+            log.warning("embedder: ONNX export failed (%s); staying with PyTorch", exc)
+            return
+        self._onnx = OnnxEmbedder(path, providers=["CPUExecutionProvider"], threads=set_cpu_threads())
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.dim = int(info["embedding_dim"])
+        log.info("embedder: running on onnxruntime (CPU), max abs diff vs PyTorch %.2g", info["max_abs_diff"])
 
     def _init_onnx(self, path: str, spec) -> None:
         from reidd.reid.checkpoint import spec_differences
