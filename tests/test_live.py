@@ -11,16 +11,7 @@ import yaml
 from reidd.config import load_config
 from reidd.metrics import Metrics
 from reidd.pipeline import Pipeline
-from test_sources import RtspServers, free_port, needs_gst
-
-
-def wait_until(cond, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from test_sources import RtspServers, free_port, needs_gst, wait_until
 
 
 @needs_gst
