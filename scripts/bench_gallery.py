@@ -1,0 +1,303 @@
+#!/usr/bin/env python
+"""Benchmark the gallery's FAISS index: build time, single-query latency, recall@k and memory.
+
+For every size it builds the exact index and the kind that ``gallery.index: auto`` would use at that
+size (HNSW from ``--exact-max`` on), plus any kinds named with ``--kinds``, then times ``--queries``
+single-query searches through :class:`reidd.gallery.index.VectorIndex` (what the matcher calls).
+Recall@k is measured against the exact index (one batched search; its single-query latency is
+timed on the first ``--exact-timed`` queries). Memory is the growth of this process's resident set
+while the index is built. Prints a table, then one JSON line.
+
+Example: ``python scripts/bench_gallery.py --sizes 1e4,1e5,1e6 --dim 256 --queries 1000 --k 10``
+
+On 2 shared cores the 1e6 HNSW build dominates (about 6 minutes with ``--hnsw-m 16``, the default
+efConstruction 40 and 2 build threads; M=32 takes roughly twice as long). ``--ef-search 64,256``
+times several efSearch values on one graph, which is how to pick efSearch for a gallery size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reidd.gallery.index import VectorIndex  # noqa: E402
+
+_CHUNK = 50_000
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        out = [int(float(s)) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes: expected comma-separated numbers like 1e4,1e5, got {text!r}")
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"--sizes: every size must be >= 1, got {text!r}")
+    return out
+
+
+def _ints(flag: str):  # noqa: ANN202 - returns an argparse type
+    def parse(text: str) -> list[int]:
+        try:
+            out = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag}: expected comma-separated integers, got {text!r}")
+        if not out or min(out) < 1:
+            raise argparse.ArgumentTypeError(f"{flag}: every value must be >= 1, got {text!r}")
+        return out
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + " Runs offline; the data are synthetic.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--sizes", type=_sizes, default=_sizes("1e4,1e5,1e6"), help="Gallery sizes, comma-separated.")
+    p.add_argument("--dim", type=int, default=256, help="Embedding dimension.")
+    p.add_argument("--queries", type=int, default=1000, help="Single-query searches timed per index.")
+    p.add_argument(
+        "--exact-timed",
+        type=int,
+        default=200,
+        help="Single queries timed on the exact index (its recall comes from one batched search of all queries).",
+    )
+    p.add_argument("--k", type=int, default=10, help="Neighbours per query (recall@k).")
+    p.add_argument(
+        "--data",
+        choices=("clustered", "uniform"),
+        default="clustered",
+        help="'clustered': views around n/10 identities around 64 appearance groups (like re-ID embeddings); "
+        "'uniform': uniform on the sphere (the worst case for graph indexes).",
+    )
+    p.add_argument("--noise", type=float, default=0.8, help="Spread around a centre for --data clustered.")
+    p.add_argument("--exact-max", type=int, default=20000, help="'auto' uses exact search below this size.")
+    p.add_argument("--kinds", default="", help="Extra kinds to build at every size, e.g. 'ivf' or 'hnsw,ivf'.")
+    p.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree M.")
+    p.add_argument("--ef-construction", type=int, default=40, help="HNSW efConstruction.")
+    p.add_argument(
+        "--ef-search",
+        type=_ints("--ef-search"),
+        default=[64],
+        help="HNSW efSearch (raised to k when smaller); a list such as 64,256 times each on the same graph.",
+    )
+    p.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query.")
+    p.add_argument(
+        "--build-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="OpenMP threads for bulk HNSW inserts (the library default is 1, which makes builds "
+        "deterministic; more is faster).",
+    )
+    p.add_argument("--seed", type=int, default=0, help="Random seed of the synthetic data.")
+    p.add_argument("--plot", type=Path, default=None, help="Also save a latency/recall plot (PNG) here.")
+    return p
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _make_data(rng: np.random.Generator, n: int, nq: int, d: int, kind: str, noise: float) -> tuple[np.ndarray, ...]:
+    """Gallery vectors (n, d) and held-out queries (nq, d), unit norm, float32, built in chunks.
+
+    'clustered' is hierarchical like re-ID embeddings: 64 appearance groups (think type and colour),
+    n/10 identities scattered around them, and views scattered around each identity. Independent
+    random identity centres would be mutually orthogonal in high dimension, an island structure no
+    trained embedding has, on which graph indexes cannot navigate.
+    """
+    centres = None
+    if kind == "clustered":
+        groups = _unit(rng.standard_normal((64, d)))
+        n_ids = max(1, n // 10)
+        centres = _unit(groups[rng.integers(0, 64, n_ids)] + rng.standard_normal((n_ids, d)) / np.sqrt(d))
+
+    def draw(m: int) -> np.ndarray:
+        out = np.empty((m, d), dtype=np.float32)
+        for s in range(0, m, _CHUNK):
+            e = min(m, s + _CHUNK)
+            x = rng.standard_normal((e - s, d)).astype(np.float32)
+            if centres is not None:
+                x = centres[rng.integers(0, len(centres), e - s)] + noise / np.sqrt(d) * x
+            out[s:e] = _unit(x)
+        return out
+
+    return draw(n), draw(nq)
+
+
+def _rss() -> int:
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+
+def _build(kind: str, x: np.ndarray, ids: list[str], args: argparse.Namespace) -> tuple[VectorIndex, float, float]:
+    before = _rss()
+    index = VectorIndex(
+        x.shape[1],
+        kind=kind,
+        exact_max=args.exact_max,
+        hnsw_m=args.hnsw_m,
+        ef_search=args.ef_search[0],
+        nprobe=args.nprobe,
+        ef_construction=args.ef_construction,
+        build_threads=args.build_threads,
+    )
+    t0 = time.perf_counter()
+    if kind == "ivf":  # trained once on the whole set
+        index.add(ids, x)
+    else:
+        chunks = tqdm(
+            range(0, len(x), _CHUNK), desc=f"build {kind} n={len(x)}", unit="chunk", leave=False, disable=None
+        )
+        for s in chunks:
+            index.add(ids[s : s + _CHUNK], x[s : s + _CHUNK])
+    build_s = time.perf_counter() - t0
+    return index, build_s, (_rss() - before) / 2**20
+
+
+def _time_queries(index: VectorIndex, q: np.ndarray, k: int, label: str) -> tuple[list[list[str]], np.ndarray]:
+    got: list[list[str]] = []
+    lat = np.empty(len(q))
+    for i in tqdm(range(len(q)), desc=f"query {label}", unit="q", leave=False, disable=None):
+        t0 = time.perf_counter()
+        _, ids = index.search(q[i], k)
+        lat[i] = (time.perf_counter() - t0) * 1000
+        got.append(ids[0])
+    return got, lat
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    positive = ("dim", "queries", "exact_timed", "k", "exact_max", "hnsw_m", "ef_construction", "nprobe")
+    for name in positive:
+        if getattr(args, name) < 1:
+            print(f"bench_gallery: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    extra = [s.strip() for s in args.kinds.split(",") if s.strip()]
+    bad = [s for s in extra if s not in ("flat", "hnsw", "ivf")]
+    if bad:
+        print(f"bench_gallery: --kinds: unknown kind(s) {bad}; use flat, hnsw, ivf", file=sys.stderr)
+        return 2
+    rows: list[dict] = []
+    for n in args.sizes:
+        rng = np.random.default_rng(args.seed)
+        x, q = _make_data(rng, n, args.queries, args.dim, args.data, args.noise)
+        ids = [str(i) for i in range(n)]
+        auto_kind = "hnsw" if n >= args.exact_max else "flat"
+        kinds = ["flat"] + [k for k in dict.fromkeys([auto_kind, *extra]) if k != "flat"]
+        truth: list[list[str]] = []
+        for kind in kinds:
+            index, build_s, mem_mb = _build(kind, x, ids, args)
+            settings: list[tuple[str, dict]] = [("", {})]
+            if kind == "hnsw":
+                settings = []
+                for ef in args.ef_search:
+                    p = {"M": args.hnsw_m, "efConstruction": args.ef_construction, "efSearch": max(ef, args.k),
+                         "build_threads": args.build_threads}
+                    settings.append((f"M{args.hnsw_m} ef{p['efSearch']}", p))
+            elif index.kind_in_use == "ivf":
+                settings = [(f"nl{index.nlist_in_use} np{args.nprobe}", {"nlist": index.nlist_in_use,
+                                                                         "nprobe": args.nprobe})]
+            for j, (label, params) in enumerate(settings):
+                if "efSearch" in params:
+                    index.ef_search = params["efSearch"]
+                if kind == "flat":  # ground truth in one batched (BLAS) search; latency on a sample
+                    truth = index.search(q, args.k)[1]
+                    got, lat = _time_queries(index, q[: args.exact_timed], args.k, f"{kind} n={n}")
+                else:
+                    got, lat = _time_queries(index, q, args.k, f"{kind} {label} n={n}")
+                recall = float(np.mean([len(set(g) & set(t)) / max(1, len(t)) for g, t in zip(got, truth)]))
+                rows.append(
+                    {
+                        "size": n,
+                        "kind": kind,
+                        "index": index.kind_in_use,
+                        "setting": label,
+                        "auto": kind == auto_kind and j == 0,
+                        "build_s": round(build_s, 3),
+                        "p50_ms": round(float(np.percentile(lat, 50)), 4),
+                        "p99_ms": round(float(np.percentile(lat, 99)), 4),
+                        "recall_at_k": round(recall, 4),
+                        "mem_mb": round(mem_mb, 1),
+                        "params": params,
+                    }
+                )
+            del index
+        del x, q
+    _print_table(rows, args.k)
+    if args.plot:
+        _plot(rows, args.plot, args.k)
+    summary = {
+        "bench": "gallery",
+        "dim": args.dim,
+        "queries": args.queries,
+        "k": args.k,
+        "data": args.data,
+        "exact_max": args.exact_max,
+        "cpu_count": os.cpu_count(),
+        "results": rows,
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def _print_table(rows: list[dict], k: int) -> None:
+    cols = ("size", "kind", "in use", "setting", "auto", "build s", "p50 ms", "p99 ms", f"recall@{k}", "mem MiB")
+    widths = (9, 5, 6, 14, 4, 9, 8, 8, 9, 8)
+    head = " ".join(f"{c:>{w}}" for c, w in zip(cols, widths))
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        cells = (
+            str(r["size"]),
+            r["kind"],
+            r["index"],
+            r["setting"],
+            "*" if r["auto"] else "",
+            f"{r['build_s']:.2f}",
+            f"{r['p50_ms']:.3f}",
+            f"{r['p99_ms']:.3f}",
+            f"{r['recall_at_k']:.4f}",
+            f"{r['mem_mb']:.1f}",
+        )
+        print(" ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+
+
+def _plot(rows: list[dict], path: Path, k: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for kind in dict.fromkeys((r["kind"], r["setting"]) for r in rows):
+        sel = [r for r in rows if (r["kind"], r["setting"]) == kind]
+        kind = " ".join(kind).strip()
+        sizes = [r["size"] for r in sel]
+        ax1.plot(sizes, [r["p50_ms"] for r in sel], "o-", label=f"{kind} p50")
+        ax1.plot(sizes, [r["p99_ms"] for r in sel], "x--", label=f"{kind} p99")
+        ax2.plot(sizes, [r["recall_at_k"] for r in sel], "o-", label=kind)
+    ax1.set(xscale="log", yscale="log", xlabel="gallery size", ylabel="ms per single query", title="Search latency")
+    ax2.set(xscale="log", xlabel="gallery size", ylabel=f"recall@{k} vs exact", title="Recall", ylim=(0, 1.02))
+    for ax in (ax1, ax2):
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
