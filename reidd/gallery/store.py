@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 _SCAN_BATCH = 1000
 _READ_BATCH = 1000
 _AUDIT_BATCH = 256
-_EF_SEARCH = 256
 _SET_GID_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'gid', ARGV[1])
@@ -350,10 +349,11 @@ class Gallery:
         # Live (wall clock): bulk HNSW builds (load, compaction) use every core; arrival order is not
         # reproducible anyway. Replay: one thread, so the same input gives the same matches.
         threads = (os.cpu_count() or 1) if self._wall else 1
-        # efSearch 256 instead of 64: +0.2 ms per query for recall@10 0.84 -> 0.93 at 1e5 entries
-        # (scripts/bench_gallery.py, 256-d clustered data); queries are few, misses are costly.
+        # efSearch defaults to 256 rather than 64: +0.2 ms per query for recall@10 0.84 -> 0.93 at 1e5
+        # entries (scripts/bench_gallery.py, 256-d clustered data); queries are few, misses are costly.
         return VectorIndex(
-            self.dim, kind=self.cfg.index, exact_max=self.cfg.exact_max, ef_search=_EF_SEARCH, build_threads=threads
+            self.dim, kind=self.cfg.index, exact_max=self.cfg.exact_max, hnsw_m=self.cfg.hnsw_m,
+            ef_search=self.cfg.ef_search, ef_construction=self.cfg.ef_construction, build_threads=threads,
         )
 
     def _reset(self) -> None:
