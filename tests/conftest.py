@@ -67,6 +67,17 @@ class RedisProc:
 
 
 @pytest.fixture()
+def one_torch_thread():
+    """One torch thread for model-heavy tests: on a busy CPU extra threads only wait for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
 def redis_proc(tmp_path: Path):
     r = RedisProc(tmp_path / "redis").start()
     yield r

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from reidd.reid.checkpoint import save_checkpoint
 from reidd.reid.model import ModelSpec, build_model
@@ -15,13 +14,7 @@ from reidd.train.cli import register
 from reidd.train.synthetic import write_toy_reid_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared, busy CPU extra threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(argv: list[str]) -> int:

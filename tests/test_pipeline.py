@@ -10,7 +10,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import yaml
 
 from conftest import ASSETS, ROOT, needs_assets

@@ -106,11 +106,11 @@ class Embedder:
     def _use_onnxruntime(self) -> bool:
         if self.cfg.runtime == "torch" or (self.cfg.runtime == "auto" and self.device.type != "cpu"):
             return False
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:
             if self.cfg.runtime == "onnxruntime":
-                raise EmbedderError("reid.runtime: onnxruntime is not installed (pip install onnxruntime)") from exc
+                raise EmbedderError("reid.runtime: onnxruntime is not installed (pip install onnxruntime)")
             return False
         return True
 
