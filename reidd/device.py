@@ -24,13 +24,18 @@ def resolve_device(name: str = "auto") -> str:
     raise ValueError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)")
 
 
+def cpu_threads(n: int | None = None) -> int:
+    """Threads for CPU compute: ``n``, else ``REIDD_THREADS``, else every core."""
+    return n or int(os.environ.get("REIDD_THREADS", "0")) or (os.cpu_count() or 1)
+
+
 def set_cpu_threads(n: int | None = None) -> int:
-    """Use ``n`` (default: all cores, or ``REIDD_THREADS``) torch CPU threads; returns the number set.
+    """Use ``n`` (default: :func:`cpu_threads`) torch CPU threads; returns the number set.
 
     Ultralytics pins torch to one thread after its first predict; call this after model warm-up.
     """
     import torch
 
-    n = n or int(os.environ.get("REIDD_THREADS", "0")) or (os.cpu_count() or 1)
+    n = cpu_threads(n)
     torch.set_num_threads(n)
     return n

@@ -87,17 +87,13 @@ def run_ultralytics(video: str, model: str, tracker: str, imgsz: int) -> dict:
     _env()
     from ultralytics import YOLO
 
-    from reidd.device import set_cpu_threads
-
     yolo = YOLO(model, task="detect")
     t = time.perf_counter()
     n = 0
     ids: set[int] = set()
     for res in yolo.track(source=video, stream=True, tracker=f"{tracker}.yaml", classes=CLASSES, imgsz=imgsz,
                           conf=0.25, iou=0.7, verbose=False, persist=True):
-        if n == 0:
-            set_cpu_threads()  # same thread count as reidd uses after its first predict
-        n += 1
+        n += 1  # ultralytics as a user runs it: its own thread settings
         if res.boxes is not None and res.boxes.id is not None:
             ids.update(int(i) for i in res.boxes.id.tolist())
     return {"frames": n, "seconds": time.perf_counter() - t, "track_ids": len(ids), "peak_rss_mb": _peak_rss_mb()}

@@ -33,6 +33,7 @@ class YoloDetector:
                 hint = " (ultralytics downloads named weights; without internet point detector.model at a local file)"
             raise DetectorLoadError(f"detector.model: cannot load '{cfg.model}': {exc}{hint}") from exc
         self._warm = False
+        self._torch_backend = cfg.model.endswith(".pt")
 
     def _predict(self, images: list) -> list:
         return self.model.predict(
@@ -53,7 +54,11 @@ class YoloDetector:
             chunk = frames[i : i + step]
             results = self._predict([f.image for f in chunk])
             if not self._warm:
-                set_cpu_threads()  # ultralytics pins torch to one thread after the first predict
+                # Ultralytics pins torch to one thread after the first predict. A PyTorch model computes in
+                # torch: give it every core. An exported model (ONNX, OpenVINO, TensorRT) runs in its own
+                # runtime's threads and torch only pre/post-processes: one torch thread, or the two fight
+                # over the cores (measured: 14.5 -> 18.1 frames/s with OpenVINO on 2 cores).
+                set_cpu_threads(None if self._torch_backend else 1)
                 self._warm = True
             out.extend(Detections.from_ultralytics(r) for r in results)
         return out

@@ -118,7 +118,7 @@ class Embedder:
         """Export the loaded model to ONNX (verified against PyTorch) and serve it with onnxruntime."""
         import tempfile
 
-        from reidd.device import set_cpu_threads
+        from reidd.device import cpu_threads
         from reidd.reid.export import ExportError, OnnxEmbedder, export_model
 
         self._tmp = tempfile.TemporaryDirectory(prefix="reidd-embedder-")
@@ -128,7 +128,7 @@ class Embedder:
         except (ExportError, RuntimeError) as exc:
             log.warning("embedder: ONNX export failed (%s); staying with PyTorch", exc)
             return
-        self._onnx = OnnxEmbedder(path, providers=["CPUExecutionProvider"], threads=set_cpu_threads())
+        self._onnx = OnnxEmbedder(path, providers=["CPUExecutionProvider"], threads=cpu_threads())
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.dim = int(info["embedding_dim"])
