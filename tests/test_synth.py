@@ -13,6 +13,7 @@ import pytest
 
 from reidd.config import load_config
 from reidd.synth import Scene, generate_scene, register
+from test_sources import count_frames
 
 ASSETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "assets"
 VN2CAM = ASSETS / "reid" / "vn-2cam"
@@ -29,18 +30,6 @@ def scene3(tmp_path_factory: pytest.TempPathFactory) -> Scene:
 
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _read_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
-    return frames
 
 
 def _mot(path: Path) -> dict[int, list[tuple[int, int, int, int, int]]]:
@@ -84,7 +73,7 @@ def test_ground_truth_is_consistent(scene3: Scene) -> None:
     assert scene3.camera_ids == ["c001", "c002", "c003"]
 
     # Every video decodes with the same frame count; all GT frames lie within it.
-    counts = {c: len(_read_frames(p)) for c, p in scene3.videos.items()}
+    counts = {c: len(count_frames(p)) for c, p in scene3.videos.items()}
     assert set(counts.values()) == {meta["num_frames"]}
     mot = {c: _mot(scene3.gt_mot[c]) for c in scene3.camera_ids}
 
@@ -147,7 +136,7 @@ def test_vehicles_are_in_the_pixels_and_nothing_else_moves(scene3: Scene) -> Non
         mot = _mot(scene3.gt_mot[cam])
         partial = _partial_frames(meta, cam)
         checked_boxes = checked_frames = 0
-        for f, img in enumerate(_read_frames(scene3.videos[cam]), start=1):
+        for f, img in enumerate(count_frames(scene3.videos[cam]), start=1):
             colour_diff = np.abs(img.astype(np.int16) - bg).max(axis=2)
             for _, x, y, w, h in mot.get(f, []):
                 assert colour_diff[y:y + h, x:x + w].mean() > 15.0, (cam, f)
@@ -204,7 +193,7 @@ def test_scene_is_trackable_by_reidd_motion_detector_and_bytetrack(
     lines = []
     for k, cam in enumerate(cfg.cameras):
         tracker = CameraTracker(cfg.tracker)
-        for i, img in enumerate(_read_frames(Path(cam.url))):
+        for i, img in enumerate(count_frames(Path(cam.url))):
             dets = filter_roi(detector.detect([Frame(cam.id, i, i / scene3.fps, img)])[0], cam.roi)
             tracks = tracker.update(dets, img)
             assert tracks.track_id is not None
@@ -237,7 +226,7 @@ def test_cli_writes_a_scene_and_rejects_bad_input(tmp_path: Path, capsys: pytest
     printed = capsys.readouterr().out
     assert f"reidd replay --config {out / 'config.yaml'} --out {out / 'out'}" in printed
     assert load_config(out / "config.yaml").cameras[1].id == "c002"
-    assert len(_read_frames(out / "c002.mp4")) == json.loads((out / "scene.json").read_text())["num_frames"]
+    assert len(count_frames(out / "c002.mp4")) == json.loads((out / "scene.json").read_text())["num_frames"]
 
     args = parser.parse_args(["synth", "--out", str(tmp_path / "bad"), "--size", "255x144", "--quiet"])
     assert args.func(args) == 2
@@ -254,7 +243,7 @@ def test_real_crops_are_composited(tmp_path: Path) -> None:
     meta = json.loads(scene.meta.read_text())
     with (VN2CAM / "manifest.csv").open(newline="") as fh:
         rows = {str((VN2CAM / r["path"])): r for r in csv.DictReader(fh)}
-    frames = {c: _read_frames(scene.videos[c]) for c in scene.camera_ids}
+    frames = {c: count_frames(scene.videos[c]) for c in scene.camera_ids}
     checked = 0
     for ident in meta["identities"]:
         assert ident["source"] == "crop"
