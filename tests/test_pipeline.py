@@ -45,14 +45,14 @@ def mot_to_mtmc(mot_dir: Path, out: Path) -> Path:
     return out
 
 
-# Per-camera tracking bar on the synthetic scene (motion detector + ByteTrack). The scene's
-# ground truth counts a vehicle only once >= 60 % of it is inside the frame, while the motion
-# detector sees it from its first pixel, so a few boxes at the frame edges count as false
-# positives even when tracking is perfect. The bar is set below what we measure (see the note in
-# the test) to absorb codec noise while still failing on real regressions such as id switches
-# or lost tracks.
-MIN_MOTA = 0.75
-MIN_IDF1 = 0.85
+# Per-camera tracking bar on the synthetic scene (motion detector + ByteTrack). Measured on this
+# scene (seed 1, 8 vehicles): MOTA 0.956 / 0.968 / 0.967 and IDF1 0.978 / 0.984 / 0.983 for c001..c003,
+# no id switch (the demo scene, seed 7, gives MOTA 0.953-0.962, IDF1 0.976-0.981). What keeps MOTA
+# below 1: ground truth counts a vehicle once >= 60 % of it is in view, so boxes at the frame edges
+# are off by a few frames. The bars leave ~0.1 of room for codec and platform noise and still fail
+# on a real regression (a lost track or a few id switches per camera costs more than that).
+MIN_MOTA = 0.85
+MIN_IDF1 = 0.90
 
 
 def test_replay_tracking_quality_and_determinism(scene3, tmp_path: Path) -> None:
