@@ -130,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay recorded files (every frame, merged across cameras by media time) as fast as the "
                     "machine allows, or at --speed times real time. The same input gives byte-identical outputs: "
                     "OUT/tracklets.jsonl (one closed tracklet per line), OUT/mot/<camera>.txt (MOTChallenge: "
-                    "frame,id,x,y,w,h,conf,-1,-1,-1, frame 1-based) and OUT/summary.json. Exit code 1 when a "
-                    "camera failed (the others still finish), 2 for a bad config.")
+                    "frame,id,x,y,w,h,conf,-1,-1,-1, frame 1-based) and OUT/summary.json. With re-ID enabled (the "
+                    "default) tracklets are also embedded and matched across cameras: events go to the Redis "
+                    "stream (and --events-jsonl), best crops to OUT/crops, global ids to --output-mtmc. Exit "
+                    "code 1 when a camera failed (the others still finish), 2 for a bad config or model.")
     s.add_argument("--config", required=True, help="path to the cameras.yaml (every enabled camera must be a file)")
     s.add_argument("--out", required=True, help="output folder (created)")
     s.add_argument("--speed", type=float, default=None,
