@@ -118,9 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "run", help="run the daemon on the configured cameras until stopped",
         description="The long-running daemon: reads every enabled camera (live streams, or files paced at their "
-                    "native frame rate), detects, tracks and builds tracklets. SIGTERM/SIGINT drain: open "
-                    "tracklets are flushed and the exit code is 0. Prometheus metrics, /healthz and /readyz are "
-                    "served at metrics.host:metrics.port.")
+                    "native frame rate), detects, tracks and builds tracklets, embeds them and matches them "
+                    "across cameras against the Redis gallery (embedded redis-server when gallery.redis_url is "
+                    "unset), and publishes tracklet and match events to the Redis stream events.stream. "
+                    "SIGTERM/SIGINT drain: open tracklets are flushed and decided, events delivered (or kept in "
+                    "the on-disk spool), exit code 0. Prometheus metrics, /healthz and /readyz are served at "
+                    "metrics.host:metrics.port.")
     s.add_argument("--config", required=True, help="path to the cameras.yaml")
     s.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help=log_help)
     s.set_defaults(func=cmd_run)
