@@ -162,8 +162,11 @@ def run_live(cfg: Config, *, metrics: Metrics | None = None) -> int:
     if cfg.reid.enabled:
         from reidd.runtime import ReidRuntime
 
-        runtime = ReidRuntime(cfg, live=True, metrics=metrics,
-                              clock=lambda: (holder["p"].now() or time.time()) if "p" in holder else time.time())
+        # Live streams are on the wall clock: give the gallery time.time itself (it then also audits Redis
+        # for entries other daemons removed). Files played by `run` are on media time: the pipeline clock.
+        clock = time.time if all(c.is_live for c in cfg.enabled_cameras) else (
+            lambda: (holder["p"].now() or time.time()) if "p" in holder else time.time())
+        runtime = ReidRuntime(cfg, live=True, metrics=metrics, clock=clock)
         sinks.append(runtime.stage)
         log.info("redis %s; subscribe to stream '%s' (reidd events tail --redis-url %s)",
                  runtime.redis_url, cfg.events.stream, runtime.redis_url)
