@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from reidd.config import GalleryConfig  # noqa: E402
 from reidd.gallery.index import VectorIndex  # noqa: E402
 
 _CHUNK = 50_000
@@ -82,14 +83,16 @@ def _parser() -> argparse.ArgumentParser:
         "'uniform': uniform on the sphere (the worst case for graph indexes).",
     )
     p.add_argument("--noise", type=float, default=0.8, help="Spread around a centre for --data clustered.")
-    p.add_argument("--exact-max", type=int, default=20000, help="'auto' uses exact search below this size.")
+    p.add_argument("--exact-max", type=int, default=GalleryConfig().exact_max,
+                   help="'auto' uses exact search below this size (default: the gallery config's).")
     p.add_argument("--kinds", default="", help="Extra kinds to build at every size, e.g. 'ivf' or 'hnsw,ivf'.")
-    p.add_argument("--hnsw-m", type=int, default=32, help="HNSW graph degree M.")
-    p.add_argument("--ef-construction", type=int, default=40, help="HNSW efConstruction.")
+    defaults = GalleryConfig()
+    p.add_argument("--hnsw-m", type=int, default=defaults.hnsw_m, help="HNSW graph degree M.")
+    p.add_argument("--ef-construction", type=int, default=defaults.ef_construction, help="HNSW efConstruction.")
     p.add_argument(
         "--ef-search",
         type=_ints("--ef-search"),
-        default=[64],
+        default=[64, defaults.ef_search],
         help="HNSW efSearch (raised to k when smaller); a list such as 64,256 times each on the same graph.",
     )
     p.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query.")
