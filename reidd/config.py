@@ -13,12 +13,25 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to log or print)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]  # as written: never raises on a bad port, keeps [IPv6] brackets
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class ConfigError(Exception):
@@ -282,6 +295,10 @@ class EventsConfig(_Model):
     jsonl: str | None = Field(None, description="Also append events to this JSONL file.")
     spool_dir: str = Field(".state/spool", description="On-disk spool used while Redis is unreachable.")
     spool_max_mb: float = Field(512.0, gt=0, description="Bound of the spool on disk, MiB.")
+    dedupe_ttl_s: int = Field(
+        7 * 86400, ge=60,
+        description="How long Redis remembers an event id to refuse redeliveries (about 250 bytes per event).",
+    )
     crops_dir: str | None = Field(
         None, description="Save each tracklet's best crop here as JPEG (referenced by tracklet events); unset = off."
     )

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reidd.config import Config
+from reidd.config import Config, redact_url
 from reidd.metrics import Metrics, MetricsServer
 from reidd.outputs import MotWriter, TrackletJsonlWriter
 from reidd.pipeline import Pipeline, PipelineResult
@@ -112,7 +112,7 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
             clock=lambda: (holder["p"].now() or 0.0) if "p" in holder else 0.0,
         )
         sinks.append(runtime.stage)
-        print(f"redis: {runtime.redis_url}  events stream: {cfg.events.stream}", flush=True)
+        print(f"redis: {redact_url(runtime.redis_url)}  events stream: {cfg.events.stream}", flush=True)
     server = _maybe_serve(cfg, metrics, runtime.ready if runtime else None) if serve_metrics else None
     try:
         pipeline = Pipeline(cfg, replay=True, speed=speed, metrics=metrics, sinks=sinks,
@@ -168,8 +168,9 @@ def run_live(cfg: Config, *, metrics: Metrics | None = None) -> int:
             lambda: (holder["p"].now() or time.time()) if "p" in holder else time.time())
         runtime = ReidRuntime(cfg, live=True, metrics=metrics, clock=clock)
         sinks.append(runtime.stage)
+        shown = redact_url(runtime.redis_url)
         log.info("redis %s; subscribe to stream '%s' (reidd events tail --redis-url %s)",
-                 runtime.redis_url, cfg.events.stream, runtime.redis_url)
+                 shown, cfg.events.stream, shown)
     pipeline = Pipeline(cfg, replay=False, metrics=metrics, sinks=sinks,
                         on_tick=[runtime.stage.tick] if runtime else [])
     holder["p"] = pipeline

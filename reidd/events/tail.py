@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from reidd.config import redact_url
+
 DEFAULT_STREAM = "reidd:events"
 
 
@@ -166,7 +168,11 @@ def run_tail(args: argparse.Namespace) -> int:
     if resolved is None:
         return 2
     url, stream = resolved
-    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    except ValueError as exc:
+        print(f"error: --redis-url: invalid Redis URL {redact_url(url)}: {exc}", file=sys.stderr)
+        return 2
     shown = 0
     try:
         client.ping()
@@ -182,7 +188,7 @@ def run_tail(args: argparse.Namespace) -> int:
             if args.count is not None and shown >= args.count:
                 break
     except redis.RedisError as exc:
-        print(f"error: Redis at {url}: {exc}", file=sys.stderr)
+        print(f"error: Redis at {redact_url(url)}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

@@ -27,11 +27,12 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from reidd.config import redact_url
 
 if TYPE_CHECKING:
     from reidd.config import GalleryConfig
@@ -57,36 +58,31 @@ def find_redis_server() -> str:
     )
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def _is_redis_process(pid: int) -> bool:
+def _is_redis_process(pid: int, workdir: Path | None = None) -> bool:
+    """Is ``pid`` a running redis-server (working in ``workdir``, when given)?
+
+    The working-directory check makes sure a stale pid file (e.g. after a power cut, the pid reused by
+    the host's own Redis) never leads us to stop somebody else's server.
+    """
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():
-        return b"redis-server" in cmdline.read_bytes()
-    return True
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():
+        return workdir is None
+    try:
+        if b"redis-server" not in (proc / "cmdline").read_bytes():
+            return False
+        return workdir is None or Path(os.readlink(proc / "cwd")) == workdir.resolve()
+    except OSError:
+        return False
 
 
 class EmbeddedRedis:
@@ -196,7 +192,7 @@ class EmbeddedRedis:
             f'dir "{self.state_dir.resolve()}"',
             f'logfile "{self.LOG_NAME}"',
             f'pidfile "{(self.state_dir / self.PID_NAME).resolve()}"',
-            "loglevel notice",
+            "loglevel warning",  # startup/bind failures still logged; no per-save chatter growing for months
             "databases 16",
         ]
         if self.persist:
@@ -288,12 +284,12 @@ class EmbeddedRedis:
             pid = int(pidfile.read_text(encoding="utf-8").strip())
         except (OSError, ValueError):
             return
-        if pid > 0 and _is_redis_process(pid):
+        if pid > 0 and _is_redis_process(pid, self.state_dir):
             os.kill(pid, signal.SIGTERM)  # redis saves on SIGTERM when persistence is on
             deadline = time.monotonic() + 15
-            while _is_redis_process(pid) and time.monotonic() < deadline:
+            while _is_redis_process(pid, self.state_dir) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _is_redis_process(pid):
+            if _is_redis_process(pid, self.state_dir):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()

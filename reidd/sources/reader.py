@@ -25,12 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
 
-from reidd.config import CameraConfig
+from reidd.config import CameraConfig, redact_url
 from reidd.types import Frame
 
 log = logging.getLogger("reidd.sources")
@@ -77,20 +76,6 @@ class SourceStats:
 
 class _SourceFailed(Exception):
     """Raised inside the reader thread when the source is unusable for good."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to log)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 class _CaptureOptionsGate:
@@ -452,7 +437,12 @@ class CameraReader:
         while not self._stop.is_set():
             index = self._stream_index  # keeps counting across reconnects: indices stay increasing
             keep = index % self.cam.frame_stride == 0
-            ok, img, error = self._read(cap, keep)
+            if keep and min_period:  # throttle by wall time, without building up credit after a pause
+                now_m = time.monotonic()
+                keep = now_m >= self._next_due
+                if keep:
+                    self._next_due = max(self._next_due + min_period, now_m + min_period / 2)
+            ok, img, error = self._read(cap, keep)  # frames not kept are only grabbed, never converted
             if not ok:
                 return got_frame, error or f"read failed or timed out (read_timeout_s={self.cam.read_timeout_s:g})"
             self._count_read()
@@ -461,11 +451,6 @@ class CameraReader:
                 got_frame = True
                 self.stats.last_error = None
                 self._set_state(SourceState.STREAMING)
-            if keep and min_period:  # throttle by wall time, without building up credit after a pause
-                now_m = time.monotonic()
-                keep = now_m >= self._next_due
-                if keep:
-                    self._next_due = max(self._next_due + min_period, now_m + min_period / 2)
             if keep:
                 now = time.time()
                 if not self._put(Frame(self.camera_id, index, now, img, wall_time=now, live=True)):
