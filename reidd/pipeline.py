@@ -82,6 +82,7 @@ class Pipeline:
         self._clock_mono = time.monotonic()
         self.restart_failed_after_s = restart_failed_after_s
         self.cams = [c for c in cfg.cameras if c.enabled]
+        self._roi = {c.id: c.roi for c in self.cams}
         self.order = {c.id: i for i, c in enumerate(self.cams)}
         self.readers: dict[str, CameraReader] = {}
         self.trackers = {c.id: CameraTracker(cfg.tracker) for c in self.cams}
@@ -230,9 +231,8 @@ class Pipeline:
         closed: list[Tracklet] = []
         for frame, d in zip(batch, dets):
             cam_id = frame.camera_id
-            cam = self.cfg.camera(cam_id)
             t = time.perf_counter()
-            d = filter_roi(d, cam.roi)
+            d = filter_roi(d, self._roi[cam_id])
             tracks = self.trackers[cam_id].update(d, frame.image)
             t2 = time.perf_counter()
             closed += self.builders[cam_id].update(frame, tracks)
@@ -251,12 +251,13 @@ class Pipeline:
         return self._clock_ts
 
     def _tick(self, ts: float, advance: bool = True) -> None:
+        """Run the tick hooks at ``ts``; with ``advance`` also move the pipeline clock to it."""
         if advance:
-            if self._clock_ts is None or ts > self._clock_ts:
-                self._clock_ts = ts
+            self._clock_ts = ts if self._clock_ts is None else max(self._clock_ts, ts)
             self._clock_mono = time.monotonic()
+            ts = self._clock_ts
         for fn in self.on_tick:
-            fn(ts if advance is False else self._clock_ts)  # type: ignore[arg-type]
+            fn(ts)
 
     def _camera_ended(self, end: SourceEnd) -> None:
         s = self.summary[end.camera_id]

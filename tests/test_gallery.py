@@ -370,3 +370,27 @@ def test_sync_reloads_when_stream_was_trimmed(client: redis.Redis) -> None:
     b.sync()
     assert b.stats["resyncs"] == 1 and len(b) == len(a) == 1000
     assert {e.tracklet_id for e, _ in b.search(v, 1000)} == {f"c:{i}:0" for i in range(1500, 2500)}
+
+
+def test_search_of_a_quiet_gallery_does_not_scan_everything(client: redis.Redis) -> None:
+    """Few entries from other cameras: the search stops once it has them all, not at the whole index."""
+    rng = np.random.default_rng(9)
+    d = 16
+    vecs = _unit(rng, 403, d)
+    now = time.time()
+    g = Gallery(client, d, _cfg())
+    for i in range(400):
+        g.add(_entry(f"busy:{i}:0", "busy", vecs[i], now))
+    for i in range(3):  # the quiet camera's entries resemble the query (as real candidates do)
+        near = vecs[401] + 0.05 * vecs[400 + i]
+        g.add(_entry(f"quiet:{i}:0", "quiet", near / np.linalg.norm(near), now))
+    calls: list[int] = []
+    real = g._index.search
+    g._index.search = lambda q, k: (calls.append(k), real(q, k))[1]  # count the k asked of the index
+    hits = g.search(vecs[401], 10, exclude_camera="busy")
+    assert sorted(e.tracklet_id for e, _ in hits) == ["quiet:0:0", "quiet:1:0", "quiet:2:0"]
+    assert g.search(vecs[0], 10, exclude_camera="quiet")[0][0].tracklet_id == "busy:0:0"
+    only_busy = Gallery(client, d, _cfg())
+    only_busy.add(_entry("busy:x:0", "busy", vecs[0], now))
+    assert only_busy.search(vecs[0], 10, exclude_camera="busy") == []
+    assert max(calls) < 403  # all three found early: no longer grown x4 up to the whole index

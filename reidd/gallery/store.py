@@ -41,6 +41,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -132,6 +133,7 @@ class Gallery:
         self._lock = threading.RLock()
         self._index = self._new_index()
         self._meta: dict[str, _Meta] = {}
+        self._per_camera: Counter[str] = Counter()  # entries in memory per camera
         self._by_time: list[tuple[float, int, str]] = []  # (last_ts, seq, tid), lazy deletion
         self._by_wall_exp: list[tuple[float, int, str]] = []  # (wall expiry, seq, tid), wall clock only
         self._seq = itertools.count()
@@ -281,6 +283,11 @@ class Gallery:
                 return []
             now = self._clock()
             ttl = self.cfg.ttl_s
+            # no more hits can exist than entries of the other cameras: without this bound a quiet
+            # gallery (few entries elsewhere) made every query search the whole index
+            target = min(k, len(self._meta) - (self._per_camera[exclude_camera] if exclude_camera else 0))
+            if target <= 0:
+                return []
             want = k if exclude_camera is None else min(n, max(2 * k, k + 16))
             while True:
                 sims, ids = self._index.search(q, want)
@@ -290,9 +297,9 @@ class Gallery:
                     if meta.camera_id == exclude_camera or now > meta.last_ts + ttl:
                         continue
                     hits.append((tid, sim))
-                    if len(hits) == k:
+                    if len(hits) == target:
                         break
-                if len(hits) == k or want >= n:
+                if len(hits) == target or want >= n:
                     break
                 want = min(n, want * 4)
             if not hits:
@@ -358,6 +365,7 @@ class Gallery:
     def _reset(self) -> None:
         self._index = self._new_index()
         self._meta.clear()
+        self._per_camera.clear()
         self._by_time.clear()
         self._by_wall_exp.clear()
         self._audit.clear()
@@ -404,6 +412,10 @@ class Gallery:
 
     def _remember(self, tid: str, meta: _Meta) -> None:
         meta.seq = next(self._seq)
+        old = self._meta.get(tid)
+        if old is not None:
+            self._per_camera[old.camera_id] -= 1
+        self._per_camera[meta.camera_id] += 1
         self._meta[tid] = meta
         heapq.heappush(self._by_time, (meta.last_ts, meta.seq, tid))
         if self._wall:
@@ -450,7 +462,7 @@ class Gallery:
     def _forget(self, tids: Iterable[str]) -> int:
         gone = [t for t in dict.fromkeys(tids) if t in self._meta]
         for tid in gone:
-            del self._meta[tid]
+            self._per_camera[self._meta.pop(tid).camera_id] -= 1
         self._index.remove(gone)
         return len(gone)
 

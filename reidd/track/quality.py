@@ -19,6 +19,22 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
 
+def box_quality(
+    xyxy: tuple[float, float, float, float],
+    conf: float,
+    frame_shape: tuple[int, int],
+    weights: CropQualityWeights,
+    border_margin: int = 4,
+) -> float:
+    """The weighted sum of the three terms that need no pixels (size, confidence, border)."""
+    x1, y1, x2, y2 = xyxy
+    h, w = frame_shape
+    side = float(np.sqrt(max(x2 - x1, 0) * max(y2 - y1, 0)))
+    cut = x1 <= border_margin or y1 <= border_margin or x2 >= w - border_margin or y2 >= h - border_margin
+    return (weights.size * min(1.0, side / REF_SIDE) + weights.confidence * float(np.clip(conf, 0, 1))
+            + weights.border * (0.0 if cut else 1.0))
+
+
 def crop_quality(
     crop: np.ndarray,
     xyxy: tuple[float, float, float, float],
@@ -26,23 +42,18 @@ def crop_quality(
     frame_shape: tuple[int, int],
     weights: CropQualityWeights,
     border_margin: int = 4,
-) -> float:
-    """Weighted mean of four terms in 0..1; returns 0..1."""
-    x1, y1, x2, y2 = xyxy
-    h, w = frame_shape
-    side = float(np.sqrt(max(x2 - x1, 0) * max(y2 - y1, 0)))
-    size_term = min(1.0, side / REF_SIDE)
-    s = sharpness(crop) if crop.size else 0.0
-    sharp_term = s / (s + SHARPNESS_HALF)
-    cut = x1 <= border_margin or y1 <= border_margin or x2 >= w - border_margin or y2 >= h - border_margin
-    border_term = 0.0 if cut else 1.0
+    at_most_beats: float | None = None,
+) -> float | None:
+    """Weighted mean of four terms in 0..1; returns 0..1.
+
+    With ``at_most_beats``: returns None, without looking at the pixels, when even a perfectly sharp
+    crop could not score above that value (the tracklet builder's current worst kept crop).
+    """
     total = weights.size + weights.sharpness + weights.confidence + weights.border
     if total <= 0:
         return 0.0
-    q = (
-        weights.size * size_term
-        + weights.sharpness * sharp_term
-        + weights.confidence * float(np.clip(conf, 0, 1))
-        + weights.border * border_term
-    )
-    return float(q / total)
+    partial = box_quality(xyxy, conf, frame_shape, weights, border_margin)
+    if at_most_beats is not None and (partial + weights.sharpness) / total <= at_most_beats:
+        return None
+    s = sharpness(crop) if crop.size else 0.0
+    return float((partial + weights.sharpness * s / (s + SHARPNESS_HALF)) / total)

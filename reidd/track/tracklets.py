@@ -92,8 +92,9 @@ class TrackletBuilder:
         if x2 - x1 < self.cfg.min_crop_size or y2 - y1 < self.cfg.min_crop_size:
             return
         view = frame.image[y1:y2, x1:x2]
-        q = crop_quality(view, xyxy, conf, shape, self.cfg.quality, self.cfg.border_margin)
-        if len(st.heap) >= self.cfg.max_crops and q <= st.heap[0][0]:
+        worst = st.heap[0][0] if len(st.heap) >= self.cfg.max_crops else None
+        q = crop_quality(view, xyxy, conf, shape, self.cfg.quality, self.cfg.border_margin, at_most_beats=worst)
+        if q is None or (worst is not None and q <= worst):
             return
         crop = Crop(frame.index, frame.ts, xyxy, view.copy(), q)  # copy: never keep the whole frame alive
         item = (q, frame.index, crop)
