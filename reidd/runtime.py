@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 from reidd.config import Config
@@ -88,7 +89,7 @@ class ReidRuntime:
         self.redis, self.embedded = connect(gcfg)
         self.redis_url = gcfg.redis_url or (self.embedded.url if self.embedded else "")
         metrics.redis_up.set(1.0)
-        self.gallery = Gallery(self.redis, self.embedder.dim, gcfg, clock=clock or __import__("time").time,
+        self.gallery = Gallery(self.redis, self.embedder.dim, gcfg, clock=clock or time.time,
                                daemon_id=self.daemon_id)
         loaded = self.gallery.load()
         if loaded:
@@ -97,6 +98,7 @@ class ReidRuntime:
         self.stream_sink = RedisStreamSink(
             redis_client_factory(self.redis_url), cfg.events.stream, maxlen=cfg.events.maxlen,
             pubsub_channel=cfg.events.pubsub_channel, spool_dir=spool_dir, spool_max_mb=cfg.events.spool_max_mb,
+            dedupe_ttl_s=cfg.events.dedupe_ttl_s,
             on_metrics=metrics.event_sink_hook(),
         )
         self.jsonl_sinks = [JsonlSink(p) for p in {str(p) for p in (events_jsonl, cfg.events.jsonl) if p}]

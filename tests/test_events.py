@@ -424,3 +424,17 @@ def test_spool_bound_refuses_with_counter_and_log(server, tmp_path, caplog):
     # exactly the accepted prefix arrived, in order; the refused ones were counted, not silently lost
     assert _stream_data(server.client(), "ev") == [event_to_json(ev) for ev in events[:accepted]]
     rs.close()
+
+
+def test_jsonl_sink_reopens_after_rotation(tmp_path):
+    path = tmp_path / "events.jsonl"
+    sink = JsonlSink(path, check_every_s=0.0)
+    sink.publish(_tracklet(1))
+    path.rename(tmp_path / "events.jsonl.1")  # logrotate's default: rename, then the writer must reopen
+    sink.publish(_tracklet(2))
+    path.unlink()  # or delete it
+    sink.publish(_tracklet(3))
+    sink.close()
+    assert [json.loads(x)["local_id"] for x in (tmp_path / "events.jsonl.1").read_text().splitlines()] == [1]
+    assert [json.loads(x)["local_id"] for x in path.read_text().splitlines()] == [3]
+    assert sink.published == 3 and sink.publish_failures == 0

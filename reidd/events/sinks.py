@@ -11,6 +11,7 @@ delivered first, in order, once Redis is back, also by a later process on the sa
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -36,20 +37,40 @@ class EventSink(Protocol):
 
 
 class JsonlSink:
-    """Appends one canonical JSON line per event to ``path`` and flushes after each."""
+    """Appends one canonical JSON line per event to ``path`` and flushes after each.
 
-    def __init__(self, path: str | Path):
+    Rotation-friendly: when the file is renamed or deleted (logrotate's default), the sink notices
+    within ``check_every_s`` and reopens ``path``, so a long-running daemon's file can be rotated.
+    """
+
+    def __init__(self, path: str | Path, check_every_s: float = 5.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
         self._lock = threading.Lock()
+        self._check_every_s = check_every_s
+        self._checked = time.monotonic()
         self.published = 0
         self.publish_failures = 0
+
+    def _reopen_if_rotated(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self._check_every_s:
+            return
+        self._checked = now
+        try:
+            same = os.stat(self.path).st_ino == os.fstat(self._fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            self._fh.close()
+            self._fh = open(self.path, "a", encoding="utf-8")
 
     def publish(self, ev: Event) -> None:
         try:
             line = event_to_json(ev) + "\n"
             with self._lock:
+                self._reopen_if_rotated()
                 self._fh.write(line)
                 self._fh.flush()
             self.published += 1

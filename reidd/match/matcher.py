@@ -59,6 +59,7 @@ class Matcher:
         self._max = max_track_memory
         self._unsaved: deque[GalleryEntry] = deque(maxlen=max_track_memory)  # written to Redis when it is back
         self.redis_ok = True
+        self.unsaved_dropped = 0
         self._last_warn = 0.0
         self._links: dict[tuple[str, str], tuple[float, float]] = {}
         for link in cfg.topology:
@@ -126,13 +127,13 @@ class Matcher:
                 attributes={"cls": t.cls, "num_boxes": len(t.boxes), "local_id": t.local_id},
             )
             if self._unsaved:
-                self._unsaved.append(entry)  # keep the order of writes
+                self._keep_unsaved(entry)  # keep the order of writes
             else:
                 try:
                     self.gallery.add(entry)
                 except redis.RedisError as exc:
                     self._redis_failed("gallery write (kept locally)", exc)
-                    self._unsaved.append(entry)
+                    self._keep_unsaved(entry)
             if d.match is not None:
                 log.info("match %s -> %s sim=%.3f transit=%.1fs gid=%d", d.match.query_id, d.match.gallery_id,
                          d.match.similarity, d.match.transit_s, d.global_id)
@@ -146,6 +147,15 @@ class Matcher:
         if time.monotonic() - self._last_warn > 5:
             log.warning("Redis unavailable during %s: %s", what, exc)
             self._last_warn = time.monotonic()
+
+    def _keep_unsaved(self, entry: GalleryEntry) -> None:
+        """Hold a gallery entry until Redis takes it; the backlog is bounded, and overflow is counted."""
+        if len(self._unsaved) == self._unsaved.maxlen:
+            self.unsaved_dropped += 1
+            log.error("Redis down too long: %d gallery entries waiting; the oldest (%s) is dropped from the backlog "
+                      "(its events were published; it just cannot be matched against)", len(self._unsaved),
+                      self._unsaved[0].tracklet_id)
+        self._unsaved.append(entry)
 
     def _flush_unsaved(self) -> None:
         while self._unsaved:
@@ -171,8 +181,9 @@ class Matcher:
         found = self.gallery.search(q.embedding, self.cfg.top_k, exclude_camera=t.camera_id)
         if self._unsaved:  # entries Redis has not taken yet are still candidates
             local = [u for u in self._unsaved if u.camera_id != t.camera_id]
-            found = sorted([*found, *((u, float(np.dot(u.embedding, q.embedding))) for u in local)],
-                           key=lambda es: -es[1])[: self.cfg.top_k]
+            if local:
+                sims = np.stack([u.embedding for u in local]) @ q.embedding
+                found = sorted([*found, *zip(local, sims.tolist())], key=lambda es: -es[1])[: self.cfg.top_k]
         out = []
         for entry, sim in found:
             transit = t.first_ts - entry.last_ts

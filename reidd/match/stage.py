@@ -9,10 +9,12 @@ decisions are driven by wall-clock ticks. Either way every closed tracklet becom
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,7 @@ class CropStore:
         self.relative_to = Path(relative_to) if relative_to is not None else None
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_files = max_files
-        self._files: list[Path] = sorted(self.dir.glob("*.jpg"), key=lambda p: p.stat().st_mtime)
+        self._files: deque[Path] = deque(sorted(self.dir.glob("*.jpg"), key=lambda p: p.stat().st_mtime))
 
     def save(self, t: Tracklet) -> str | None:
         if not t.crops:
@@ -63,7 +65,7 @@ class CropStore:
         cv2.imwrite(str(path), t.crops[0].image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         self._files.append(path)
         while len(self._files) > self.max_files:
-            self._files.pop(0).unlink(missing_ok=True)
+            self._files.popleft().unlink(missing_ok=True)
         return str(path.relative_to(self.relative_to) if self.relative_to else path)
 
 
@@ -117,6 +119,9 @@ class ReidStage:
         with self._lock:
             for i, e in enumerate(embs):
                 if e is not None:
+                    # nothing after embedding reads the pixels: do not keep them while the query waits
+                    # for its decision window (or for Redis to come back)
+                    e.tracklet = dataclasses.replace(e.tracklet, crops=[])
                     self.matcher.submit(e)
                 elif tracklets is not None:
                     t = tracklets[i]
@@ -185,8 +190,8 @@ class ReidStage:
         undecided after that is reported as an error (its tracklets get no events).
         """
         if self._batcher is not None:
-            self._batcher.drain()
-            self._batcher.close()
+            if not (self._batcher.drain(120.0) and self._batcher.close(30.0)):
+                log.error("embedder still busy at shutdown: tracklets still queued for embedding get no events")
         deadline = time.monotonic() + redis_wait_s
         while True:
             self.tick(None)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from reidd.config import ReidConfig
+from reidd.device import cpu_threads
 from reidd.metrics import Metrics
 from reidd.types import Tracklet, TrackletEmbedding
 
@@ -43,15 +44,20 @@ def expected_spec(cfg: ReidConfig):
                      multi_level=cfg.multi_level, input_size=tuple(cfg.input_size))
 
 
-def pool_features(feats: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Quality-weighted (or plain, when ``weights`` is None) mean of L2-normalised rows, re-normalised."""
+def pool_groups(feats: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor | None, groups: int) -> torch.Tensor:
+    """Temporal pooling of many tracklets at once: row ``i`` of the result pools the crop features whose
+    ``owner`` is ``i`` — the quality-weighted (or plain, when ``weights`` is None) mean of the
+    L2-normalised rows, re-normalised. (groups, D); a group with no rows comes out as zeros."""
     f = F.normalize(feats.float(), dim=1)
-    if weights is None:
-        pooled = f.mean(dim=0)
-    else:
-        w = weights.float().clamp_min(0) + 1e-6
-        pooled = (f * w[:, None]).sum(dim=0) / w.sum()
-    return F.normalize(pooled, dim=0)
+    w = torch.ones(len(f), device=f.device) if weights is None else weights.float().clamp_min(0) + 1e-6
+    sums = torch.zeros((groups, f.shape[1]), device=f.device).index_add_(0, owner, f * w[:, None])
+    return F.normalize(sums, dim=1)
+
+
+def pool_features(feats: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Pool one tracklet's crop features (see :func:`pool_groups`)."""
+    owner = torch.zeros(len(feats), dtype=torch.long, device=feats.device)
+    return pool_groups(feats, owner, weights, 1)[0]
 
 
 class Embedder:
@@ -118,7 +124,6 @@ class Embedder:
         """Export the loaded model to ONNX (verified against PyTorch) and serve it with onnxruntime."""
         import tempfile
 
-        from reidd.device import cpu_threads
         from reidd.reid.export import ExportError, OnnxEmbedder, export_model
 
         self._tmp = tempfile.TemporaryDirectory(prefix="reidd-embedder-")
@@ -129,6 +134,7 @@ class Embedder:
             log.warning("embedder: ONNX export failed (%s); staying with PyTorch", exc)
             return
         self._onnx = OnnxEmbedder(path, providers=["CPUExecutionProvider"], threads=cpu_threads())
+        del self.model  # onnxruntime serves from here on
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.dim = int(info["embedding_dim"])
@@ -144,7 +150,7 @@ class Embedder:
         diff = spec_differences(spec, got)
         if diff:
             raise EmbedderError(f"reid.weights: {path} does not fit the configured model: " + "; ".join(diff))
-        self._onnx = OnnxEmbedder(path)
+        self._onnx = OnnxEmbedder(path, providers=["CPUExecutionProvider"], threads=cpu_threads())
         self.spec = got
         self.device = torch.device("cpu")
         self.dtype = torch.float32
@@ -182,6 +188,8 @@ class Embedder:
                         f = self.model(x)
             feats.append(F.normalize(f.float(), dim=1))
             if self.metrics is not None:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)  # CUDA runs asynchronously: time the finished work
                 dt = time.perf_counter() - t0
                 self.metrics.embedder_latency.observe(dt)
                 self.metrics.embedder_batch.observe(len(chunk))
@@ -202,17 +210,9 @@ class Embedder:
             return [None] * len(tracklets)
         feats = self.embed_crops(crops)
         owner_t = torch.tensor(owner, device=feats.device)
-        q = torch.tensor(quality, device=feats.device)
-        out: list[TrackletEmbedding | None] = []
-        for i, t in enumerate(tracklets):
-            sel = (owner_t == i).nonzero(as_tuple=True)[0]
-            if len(sel) == 0:
-                out.append(None)
-                continue
-            w = q[sel] if self.cfg.pooling == "quality" else None
-            pooled = pool_features(feats[sel], w)
-            out.append(TrackletEmbedding(t, pooled.cpu().numpy().astype(np.float32), int(len(sel))))
-        return out
+        w = torch.tensor(quality, device=feats.device) if self.cfg.pooling == "quality" else None
+        pooled = pool_groups(feats, owner_t, w, len(tracklets)).cpu().numpy().astype(np.float32)  # one copy back
+        return [TrackletEmbedding(t, pooled[i], len(t.crops)) if t.crops else None for i, t in enumerate(tracklets)]
 
 
 class BatchingEmbedder:
@@ -224,8 +224,8 @@ class BatchingEmbedder:
         self.on_result = on_result
         self._q: queue.Queue[Tracklet | None] = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._loop, name="reidd-embedder", daemon=True)
-        self._idle = threading.Event()
-        self._idle.set()
+        self._cv = threading.Condition()
+        self._outstanding = 0  # submitted and not yet handed to on_result
         self.errors = 0
 
     def start(self) -> "BatchingEmbedder":
@@ -234,7 +234,8 @@ class BatchingEmbedder:
 
     def submit(self, tracklets: Sequence[Tracklet]) -> None:
         for t in tracklets:
-            self._idle.clear()
+            with self._cv:
+                self._outstanding += 1
             self._q.put(t)  # bounded: blocks the pipeline rather than dropping a tracklet
 
     def _loop(self) -> None:
@@ -265,15 +266,19 @@ class BatchingEmbedder:
             except Exception:  # keep serving; the failure is logged and counted
                 self.errors += 1
                 log.exception("embedding a batch of %d tracklets failed", len(batch))
-            if self._q.empty():
-                self._idle.set()
+            with self._cv:
+                self._outstanding -= len(batch)
+                self._cv.notify_all()
             if stop:
                 return
 
     def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until everything submitted has been embedded."""
-        return self._idle.wait(timeout)
+        """Wait until everything submitted has been embedded (False: still busy after ``timeout``)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self._outstanding == 0, timeout)
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop the worker after what is queued; False when it did not finish within ``timeout``."""
         self._q.put(None)
         self._thread.join(timeout)
+        return not self._thread.is_alive()

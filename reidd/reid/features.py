@@ -2,7 +2,7 @@
 
 Preprocessing is the same as the eval path of training: read as RGB, resize to the
 model's ``input_size`` (bilinear, antialiased, on uint8), then normalise with the spec's
-mean/std (inside :meth:`ReidModel.normalize_input`).
+mean/std (:meth:`ReidModel.normalize`).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def extract_features(
         )
         for batch in loader:
             x = batch.to(dev, non_blocking=True)
-            x = (x.float() - model._mean) / model._std
+            x = model.normalize(x)
             for j, xx in enumerate([x, torch.flip(x, dims=[3])] if flip else [x]):
                 with autocast_context(dev, dtype):
                     emb = model(xx)

@@ -154,22 +154,9 @@ class ReidModel(nn.Module):
         logits = [n.classifier(post) for n, (_, post) in zip(self.necks, levels) if n.classifier is not None]
         return {"feat_pre_bn": [p for p, _ in levels], "feat": [q for _, q in levels], "logits": logits}
 
-    def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 or 0..255 float RGB (B, 3, H, W) -> resized, normalised float input."""
-        x = x.float()
-        if tuple(x.shape[-2:]) != tuple(self.spec.input_size):
-            x = F.interpolate(x, size=self.spec.input_size, mode="bilinear", align_corners=False, antialias=True)
-        return (x - self._mean) / self._std
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Eval-mode L2-normalised embeddings of uint8 RGB images (B, 3, H, W)."""
-        was = self.training
-        self.eval()
-        try:
-            return F.normalize(self(self.normalize_input(images)).float(), dim=1)
-        finally:
-            self.train(was)
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """0..255 RGB (B, 3, H, W), any size -> the float input the model expects (spec mean/std)."""
+        return (x.float() - self._mean) / self._std
 
 
 def build_model(spec: ModelSpec, *, pretrained: str | bool = True, allow_random: bool = False) -> ReidModel:
