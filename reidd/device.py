@@ -25,8 +25,13 @@ def resolve_device(name: str = "auto") -> str:
 
 
 def cpu_threads(n: int | None = None) -> int:
-    """Threads for CPU compute: ``n``, else ``REIDD_THREADS``, else every core."""
-    return n or int(os.environ.get("REIDD_THREADS", "0")) or (os.cpu_count() or 1)
+    """Threads for CPU compute: ``n``, else ``REIDD_THREADS``, else the CPUs this process may run on."""
+    if n or os.environ.get("REIDD_THREADS"):
+        return n or int(os.environ["REIDD_THREADS"])
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def set_cpu_threads(n: int | None = None) -> int:

@@ -66,12 +66,13 @@ def main() -> int:
     from reidd.train.config import TrainConfig
     from reidd.train.datasets import load_dataset
     from reidd.train.evaluation import embed_dataset, evaluate_features, format_table
-    from reidd.train.trainer import default_threads, train
+    from reidd.device import cpu_threads
+    from reidd.train.trainer import train
 
     if not Path(args.data).is_dir():
         print(f"error: vn-2cam not found at {args.data}", file=sys.stderr)
         return 2
-    threads = args.threads or default_threads()
+    threads = cpu_threads(args.threads)
     torch.set_num_threads(threads)
     ds = load_dataset(args.data, "csv", val_identities=args.held_out, seed=args.seed)
     print(ds.summary(), file=sys.stderr)

@@ -28,7 +28,8 @@ from reidd.reid.checkpoint import (
     save_checkpoint,
 )
 from reidd.reid.features import autocast_context, extract_features, read_rgb
-from reidd.reid.model import ModelSpec, ReidModel, build_model, cpu_supports_bf16, pick_device
+from reidd.device import cpu_threads
+from reidd.reid.model import ModelSpec, ReidModel, build_model, pick_device, pick_precision
 
 from .config import TrainConfig
 from .datasets import ReidDataset, Sample, load_dataset
@@ -76,14 +77,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def default_threads() -> int:
-    """CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def lr_factor(cfg: TrainConfig, epoch: int) -> float:
@@ -171,7 +164,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     after that epoch (the schedule still follows ``cfg.epochs``), e.g. to split a long run into jobs
     continued with ``resume``."""
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or default_threads())
+    torch.set_num_threads(cpu_threads(cfg.threads))
     try:
         return _train(cfg, progress, log or (lambda m: print(m, file=sys.stderr)), dataset, stop_after_epoch)
     finally:
@@ -189,12 +182,7 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None], dataset
     if ds.num_train_pids < cfg.batch_p:
         raise ValueError(f"batch_p={cfg.batch_p} is more than the {ds.num_train_pids} training identities")
     device = pick_device(cfg.device)
-    amp_dtype = torch.float32
-    if cfg.precision == "auto":
-        if device.type == "cuda":
-            amp_dtype = torch.float16
-        elif device.type == "cpu" and cpu_supports_bf16():
-            amp_dtype = torch.bfloat16
+    amp_dtype = pick_precision(device, cfg.precision)
     model, resume_meta = _build(cfg, ds.num_train_pids, log)
     model.to(device).train()
     frozen = freeze_stages(model.backbone, cfg.freeze_stages)
