@@ -87,7 +87,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--vehicles", type=int, default=10, help="vehicles in the scene (default 10)")
     p.add_argument("--port", type=int, default=9108, help="metrics port (a free one is used when taken)")
     p.add_argument("--speed", type=float, default=None, help="play at this multiple of real time (default: fast)")
-    p.set_defaults(func=lambda a: run_demo(a.out, seed=a.seed, vehicles=a.vehicles, port=a.port, speed=a.speed))
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    problems = []
+    if not 1 <= a.vehicles <= 1000:
+        problems.append(f"--vehicles must be 1..1000, got {a.vehicles}")
+    if a.seed < 0:
+        problems.append(f"--seed must be >= 0, got {a.seed}")
+    if not 0 <= a.port <= 65535:
+        problems.append(f"--port must be 0..65535, got {a.port}")
+    if a.speed is not None and not a.speed > 0:
+        problems.append(f"--speed must be > 0, got {a.speed}")
+    if problems:
+        for msg in problems:
+            print(f"reidd demo: error: {msg}", file=sys.stderr)
+        return 2
+    return run_demo(a.out, seed=a.seed, vehicles=a.vehicles, port=a.port, speed=a.speed)
 
 
 if __name__ == "__main__":

