@@ -39,9 +39,26 @@ def test_pool_features_weighted_and_plain() -> None:
 
 @pytest.fixture(scope="module")
 def embedders() -> dict[str, Embedder]:
+    # fp32 in PyTorch too: 'auto' means bf16 on CPUs with native bf16, which rounds differently from onnxruntime's
+    # fp32 (see test_auto_precision_agrees_within_its_rounding)
     cfg = dict(input_size=SIZE, max_batch=4)
-    return {"torch": Embedder(ReidConfig(runtime="torch", **cfg)),
+    return {"torch": Embedder(ReidConfig(runtime="torch", precision="fp32", **cfg)),
             "onnxruntime": Embedder(ReidConfig(runtime="onnxruntime", **cfg))}
+
+
+def test_auto_precision_agrees_within_its_rounding(embedders) -> None:
+    """'auto' is bf16 on CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere: the vectors agree with
+    fp32 to the precision of the type chosen, on both kinds of CPU."""
+    from reidd.reid.model import cpu_supports_bf16
+
+    auto = Embedder(ReidConfig(runtime="torch", input_size=SIZE, max_batch=4))
+    assert auto.dtype == (torch.bfloat16 if cpu_supports_bf16() else torch.float32)
+    tl = [tracklet("a", 1, 5, 1), tracklet("b", 2, 3, 2)]
+    for a, b in zip(auto.embed_tracklets(tl), embedders["torch"].embed_tracklets(tl)):
+        if auto.dtype == torch.float32:
+            assert np.abs(a.embedding - b.embedding).max() < 1e-5
+        else:  # bf16 keeps 8 bits of mantissa: directions agree, components within a few 1e-2
+            assert float(a.embedding @ b.embedding) > 0.995
 
 
 def test_runtimes_agree_and_batching_does_not_change_results(embedders) -> None:
@@ -74,7 +91,8 @@ def test_checkpoint_and_onnx_weights(tmp_path: Path, embedders) -> None:
     save_checkpoint(ckpt, model)
     onnx = tmp_path / "m.onnx"
     export_model(model, onnx, "onnx")
-    from_ckpt = Embedder(ReidConfig(input_size=SIZE, embedding_dim=32, weights=str(ckpt), runtime="torch"))
+    from_ckpt = Embedder(ReidConfig(input_size=SIZE, embedding_dim=32, weights=str(ckpt), runtime="torch",
+                                    precision="fp32"))
     from_onnx = Embedder(ReidConfig(input_size=SIZE, embedding_dim=32, weights=str(onnx)))
     assert from_ckpt.dim == from_onnx.dim == 32
     t = [tracklet("a", 1, 4, 5)]
