@@ -36,6 +36,7 @@ class CameraSummary:
     frames: int = 0
     tracklets: int = 0
     dropped_short: int = 0
+    dropped_pedestrians: int = 0  # lone-person tracks too slow for a rider (detector.riders)
     state: str = "connecting"
     error: str | None = None
 
@@ -75,7 +76,7 @@ class Pipeline:
         self.replay = replay
         self.speed = speed
         self.metrics = metrics or Metrics()
-        self.detector = detector or build_detector(cfg.detector)
+        self.detector = detector or build_detector(cfg.detector, [c.id for c in cfg.cameras if c.enabled])
         self.sinks = list(sinks)
         self.on_tick = list(on_tick)
         self._clock_ts: float | None = None  # latest frame time processed (the stage clock)
@@ -280,6 +281,7 @@ class Pipeline:
             if new_drops:
                 self.metrics.tracklets_dropped.labels(camera=cam_id).inc(new_drops)
                 s.dropped_short = b.dropped_short
+            s.dropped_pedestrians = b.dropped_pedestrians
         if not tracklets:
             return
         for tl in tracklets:

@@ -1,5 +1,5 @@
-"""Detectors: ultralytics YOLO and background-subtraction motion; both return :class:`reidd.types.Detections`."""
+"""Detectors: ultralytics YOLO, background-subtraction motion and detection files; all return :class:`reidd.types.Detections`."""
 
-from reidd.detect.base import Detector, build_detector, filter_roi
+from reidd.detect.base import Detector, DetectorLoadError, build_detector, filter_roi
 
-__all__ = ["Detector", "build_detector", "filter_roi"]
+__all__ = ["Detector", "DetectorLoadError", "build_detector", "filter_roi"]

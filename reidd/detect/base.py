@@ -11,6 +11,10 @@ from reidd.config import DetectorConfig
 from reidd.types import Detections, Frame
 
 
+class DetectorLoadError(RuntimeError):
+    """The configured detector cannot be used (the message names the field, file or line)."""
+
+
 class Detector(Protocol):
     """Finds vehicles in a batch of frames (possibly from several cameras)."""
 
@@ -29,8 +33,12 @@ def filter_roi(dets: Detections, roi: list[tuple[float, float]] | None) -> Detec
     return dets[keep]
 
 
-def build_detector(cfg: DetectorConfig) -> Detector:
-    """Make the detector named by the config."""
+def build_detector(cfg: DetectorConfig, camera_ids: list[str] | None = None) -> Detector:
+    """Make the detector named by the config (``camera_ids``: the cameras a ``file`` detector reads for)."""
+    if cfg.type == "file":
+        from reidd.detect.file import FileDetector
+
+        return FileDetector(cfg, list(camera_ids or []))
     if cfg.type == "motion":
         from reidd.detect.motion import MotionDetector
 

@@ -11,6 +11,7 @@ camera; past that the least recently seen is closed (``evicted``). Memory is the
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,8 +19,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reidd.config import TrackletConfig
+from reidd.detect.riders import MOTORCYCLE, PERSON
 from reidd.track.quality import crop_quality
 from reidd.types import BoxRecord, Crop, Detections, Frame, Tracklet
+
+
+def rider_speed(boxes: list[BoxRecord]) -> float:
+    """How fast a track moves: displacement of its box centre per second, in median box heights."""
+    if len(boxes) < 2 or boxes[-1].ts <= boxes[0].ts:
+        return 0.0
+    a, b = boxes[0].xyxy, boxes[-1].xyxy
+    dist = float(np.hypot((b[0] + b[2] - a[0] - a[2]) / 2, (b[1] + b[3] - a[1] - a[3]) / 2))
+    height = float(np.median([x.xyxy[3] - x.xyxy[1] for x in boxes]))
+    return dist / max(height, 1.0) / (boxes[-1].ts - boxes[0].ts)
 
 
 @dataclass
@@ -40,6 +52,7 @@ class TrackletBuilder:
         self._open: dict[int, _Open] = {}
         self._tick = 0
         self.dropped_short = 0
+        self.dropped_pedestrians = 0
         self.closed = 0
 
     @property
@@ -109,5 +122,11 @@ class TrackletBuilder:
             return []
         crops = [c for _, _, c in sorted(st.heap, key=lambda it: (-it[0], it[1]))]
         cls = Counter(b.cls for b in st.boxes).most_common(1)[0][0]
+        if cls == PERSON:  # lone rider boxes (detector.riders): a vehicle only if it moves like one
+            if rider_speed(st.boxes) < self.cfg.min_rider_speed:
+                self.dropped_pedestrians += 1
+                return []
+            st.boxes = [dataclasses.replace(b, cls=MOTORCYCLE) if b.cls == PERSON else b for b in st.boxes]
+            cls = MOTORCYCLE
         self.closed += 1
         return [Tracklet(self.camera_id, st.local_id, st.segment, st.boxes, crops, reason, cls)]
