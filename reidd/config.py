@@ -134,7 +134,13 @@ class MotionConfig(_Model):
 class DetectorConfig(_Model):
     """Which detector runs on every frame."""
 
-    type: Literal["yolo", "motion"] = Field("yolo", description="'yolo' (ultralytics) or 'motion'.")
+    type: Literal["yolo", "motion", "file"] = Field(
+        "yolo",
+        description=(
+            "'yolo' (ultralytics), 'motion' (background subtraction, fixed cameras) or 'file' (precomputed "
+            "MOTChallenge detection files, one <camera id>.txt per camera in detections_dir)."
+        ),
+    )
     model: str = Field(
         "yolo11n.pt",
         description=(
@@ -145,7 +151,29 @@ class DetectorConfig(_Model):
     classes: list[int] = Field(
         default_factory=lambda: [2, 3, 5, 7], description="COCO class ids kept (default: car, motorcycle, bus, truck)."
     )
-    conf: float = Field(0.25, ge=0, le=1, description="Minimum detection confidence.")
+    detections_dir: str | None = Field(
+        None,
+        description=(
+            "type 'file': folder (relative to the config file) with one <camera id>.txt per camera, lines "
+            "'frame,id,x,y,w,h,conf[,class]' (frame 1-based in that camera's video, id ignored)."
+        ),
+    )
+    conf: float = Field(
+        0.1, ge=0, le=1,
+        description=(
+            "Boxes below this confidence never reach the tracker. Keep it at or below tracker.track_low_thresh: "
+            "the tracker's thresholds decide what a box may do (low-score boxes extend tracks, only "
+            "confident ones start tracks)."
+        ),
+    )
+    riders: bool = Field(
+        True,
+        description=(
+            "yolo, when motorcycles are kept: also detect persons; a person on a two-wheeler box becomes one "
+            "motorcycle box, a lone person is tracked and kept only if it moves like a vehicle "
+            "(tracklets.min_rider_speed). Where motorbikes dominate, COCO models see the rider, not the bike."
+        ),
+    )
     iou: float = Field(0.7, gt=0, le=1, description="NMS IoU threshold.")
     imgsz: int = Field(640, ge=32, description="Inference size in pixels.")
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
@@ -191,6 +219,13 @@ class TrackletConfig(_Model):
         900, ge=10, description="A track still open after this many frames emits a 'periodic' tracklet and goes on."
     )
     min_boxes: int = Field(3, ge=1, description="Tracklets with fewer boxes are dropped (counted).")
+    min_rider_speed: float = Field(
+        1.0, ge=0,
+        description=(
+            "A track of lone person boxes (detector.riders) is kept, as a motorcycle, only when its box moves at "
+            "least this many box heights per second over the tracklet; slower ones are pedestrians (dropped, counted)."
+        ),
+    )
     min_crop_size: int = Field(16, ge=1, description="Crops smaller than this (either side, pixels) are not kept.")
     border_margin: int = Field(4, ge=0, description="A box within this many pixels of the edge counts as cut.")
     max_open_tracks: int = Field(
@@ -227,6 +262,13 @@ class ReidConfig(_Model):
         description=(
             "'auto': PyTorch on CUDA; on CPU the model is exported once to ONNX (checked against PyTorch) and run "
             "with onnxruntime, several times faster than eager PyTorch there."
+        ),
+    )
+    flip_average: bool = Field(
+        False,
+        description=(
+            "Average each crop's features with its mirror image's (test-time augmentation; twice the embedding "
+            "work). Off by default: no gain on the realistic-scene benchmark with the default embedder."
         ),
     )
     max_batch: int = Field(64, ge=1, description="Crops per embedder call, at most.")
@@ -272,18 +314,68 @@ class TopologyLink(_Model):
 
 
 class MatchingConfig(_Model):
-    """Cross-camera association."""
+    """Cross-camera association (see reidd/match/policy.py): calibrated scores, joint one-to-one assignment,
+    no link when the best two are close."""
 
-    threshold: float = Field(0.6, ge=-1, le=1, description="Minimum cosine similarity for a match.")
-    top_k: int = Field(20, ge=1, description="Gallery candidates retrieved per tracklet.")
+    min_score: float = Field(
+        2.0,
+        description=(
+            "Smallest calibrated score for a link: the appearance z-score against this deployment's own "
+            "distribution of stranger pairs (so it means the same for any model), plus colour and class evidence."
+        ),
+    )
+    min_appearance: float | None = Field(
+        None,
+        description=(
+            "Optional floor on the appearance z-score alone, whatever colour and class add (unset: none; a model "
+            "trained for the site can afford about 1.5)."
+        ),
+    )
+    margin: float = Field(
+        0.3, ge=0,
+        description="A link must beat the query's best other vehicle and the entry's best other claimant by this much.",
+    )
+    top_k: int = Field(50, ge=1, description="Gallery candidates retrieved per query.")
     window_s: float = Field(600.0, gt=0, description="Default time window when no topology is given.")
     topology: list[TopologyLink] = Field(
         default_factory=list, description="Allowed camera pairs; empty = any pair within window_s."
     )
-    decision_window_s: float = Field(
-        2.0, ge=0, description="Tracklets closing within this window are assigned jointly (one-to-one)."
+    wait_s: float | None = Field(
+        None, ge=0,
+        description=(
+            "Seconds a closed tracklet waits for rival queries before it is decided; unset = the widest transit "
+            "window of the topology (max_s - min_s, at most 60), or decision_window_s without a topology."
+        ),
     )
-    assignment: Literal["hungarian", "mutual_best"] = Field("hungarian", description="One-to-one assignment.")
+    decision_window_s: float = Field(
+        2.0, ge=0, description="Wait used when there is no topology (tracklets closing this close are assigned jointly)."
+    )
+    camera_bias: bool = Field(True, description="Remove each camera's mean embedding before comparing.")
+    bias_window: int = Field(500, ge=1, description="Tracklets in each camera's running mean embedding.")
+    bias_shrink: float = Field(
+        10.0, ge=0, description="The camera mean counts n/(n+bias_shrink) after n tracklets (little at the start)."
+    )
+    calibration_window: int = Field(5000, ge=10, description="Recent candidate scores kept per camera pair.")
+    calibration_min: int = Field(
+        50, ge=1, description="Scores a camera pair needs before its own distribution is used (before: all pairs')."
+    )
+    colour_weight: float = Field(4.0, ge=0, description="Weight of the colour evidence (Bhattacharyya coefficient).")
+    colour_ref: float = Field(0.6, ge=0, le=1, description="Colour coefficient that adds nothing (above: more, below: less).")
+    class_penalty: float = Field(
+        2.0, ge=0, description="Subtracted when the vehicle classes disagree (twice for two-wheel vs four-wheel)."
+    )
+    class_min_share: float = Field(
+        0.6, ge=0, le=1, description="Class evidence only counts where this share of a tracklet's boxes agree."
+    )
+    fragment_gap_s: float = Field(
+        3.0, ge=0, description="A tracklet starting this soon after another of its camera ended may continue it."
+    )
+    fragment_max_distance: float = Field(
+        1.5, ge=0, description="...if it starts within this many box sizes of where the other was heading..."
+    )
+    fragment_min_similarity: float = Field(
+        0.3, ge=-1, le=1, description="...and their bias-removed cosine is at least this (0 and 0 disable joining)."
+    )
 
 
 class EventsConfig(_Model):
@@ -406,6 +498,18 @@ def _check_files(cfg: Config, base: Path) -> list[tuple[str, str]]:
             p = Path(cam.url)
             if cam.enabled and not p.is_file():
                 problems.append((f"cameras[{i}].url", f"video file not found: {cam.url}"))
+    if cfg.detector.type == "file":
+        if not cfg.detector.detections_dir:
+            problems.append(("detector.detections_dir", "required when detector.type is 'file'"))
+        else:
+            cfg.detector.detections_dir = _resolve(base, cfg.detector.detections_dir)
+            d = Path(cfg.detector.detections_dir)
+            if not d.is_dir():
+                problems.append(("detector.detections_dir", f"folder not found: {d}"))
+            else:
+                for i, cam in enumerate(cfg.cameras):
+                    if cam.enabled and not (d / f"{cam.id}.txt").is_file():
+                        problems.append((f"cameras[{i}]", f"no detection file for camera '{cam.id}': {d / (cam.id + '.txt')}"))
     model = cfg.detector.model
     looks_local = ("/" in model or os.sep in model or model.endswith(_MODEL_SUFFIXES) or model.endswith("_model"))
     if cfg.detector.type == "yolo" and looks_local:

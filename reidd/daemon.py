@@ -87,7 +87,7 @@ def _print_summary(result: PipelineResult, stream: Any = sys.stdout) -> None:
 def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
                metrics: Metrics | None = None, serve_metrics: bool = False, redis_url: str | None = None,
                events_jsonl: str | Path | None = None, mtmc_path: str | Path | None = None,
-               save_crops: bool = True) -> tuple[int, PipelineResult]:
+               save_crops: bool = True, save_embeddings: bool = False) -> tuple[int, PipelineResult]:
     """Replay recorded files deterministically.
 
     Writes OUT/tracklets.jsonl, OUT/mot/<camera>.txt, OUT/summary.json and, with re-ID enabled,
@@ -110,6 +110,7 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
             fresh_state_dir=None if redis_url else out / "state", events_jsonl=events_jsonl,
             crops_dir=(out / "crops") if save_crops else None, crops_relative_to=out, mtmc_path=mtmc_path,
             clock=lambda: (holder["p"].now() or 0.0) if "p" in holder else 0.0,
+            embeddings_log=(out / "embeddings.jsonl") if save_embeddings else None,
         )
         sinks.append(runtime.stage)
         print(f"redis: {redact_url(runtime.redis_url)}  events stream: {cfg.events.stream}", flush=True)
@@ -131,10 +132,14 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
             server.stop()
     summary = {
         "cameras": {k: {"frames": v.frames, "tracklets": v.tracklets, "state": v.state, "error": v.error,
-                        "dropped_short": v.dropped_short} for k, v in result.cameras.items()},
+                        "dropped_short": v.dropped_short, "dropped_pedestrians": v.dropped_pedestrians}
+                    for k, v in result.cameras.items()},
         "tracklets": jsonl.count,
         "events": runtime.events if runtime else 0,
         "matches": runtime.stage.matches if runtime else 0,
+        "frames": result.frames,
+        "wall_seconds": round(result.wall_seconds, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     _print_summary(result)

@@ -16,6 +16,7 @@ from reidd.events.sinks import JsonlSink, MultiSink, RedisStreamSink, redis_clie
 from reidd.gallery.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from reidd.gallery.store import Gallery
 from reidd.match.matcher import Matcher
+from reidd.match.recording import EmbeddingLog
 from reidd.match.stage import CropStore, ReidStage
 from reidd.metrics import Metrics
 from reidd.reid.embedder import Embedder
@@ -65,7 +66,11 @@ class ReidRuntime:
         crops_relative_to: str | Path | None = None,
         mtmc_path: str | Path | None = None,
         clock=None,
+        embeddings_log: str | Path | None = None,
+        embedding_dim: int | None = None,
     ):
+        """``embedding_dim``: tracklets arrive already embedded (:func:`reidd.match.recording.rematch`), so no
+        model is loaded; ``embeddings_log``: record the stage's input there (replay)."""
         self.cfg = cfg
         self.metrics = metrics
         self.embedded: EmbeddedRedis | None = None
@@ -85,16 +90,19 @@ class ReidRuntime:
             spool_dir = fresh / "spool"
         if redis_url:
             gcfg.redis_url = redis_url
-        self.embedder = Embedder(cfg.reid, metrics)  # load the model first: a bad checkpoint fails fast
+        # load the model first: a bad checkpoint fails fast
+        self.embedder = Embedder(cfg.reid, metrics) if embedding_dim is None else None
+        dim = self.embedder.dim if self.embedder is not None else embedding_dim
         self.redis, self.embedded = connect(gcfg)
         self.redis_url = gcfg.redis_url or (self.embedded.url if self.embedded else "")
         metrics.redis_up.set(1.0)
-        self.gallery = Gallery(self.redis, self.embedder.dim, gcfg, clock=clock or time.time,
+        self.gallery = Gallery(self.redis, dim, gcfg, clock=clock or time.time,
                                daemon_id=self.daemon_id)
         loaded = self.gallery.load()
         if loaded:
             log.info("gallery: %d entries loaded from Redis", loaded)
-        self.matcher = Matcher(cfg.matching, self.gallery)
+        # motion boxes are all "car": class evidence only where the detector tells classes apart
+        self.matcher = Matcher(cfg.matching, self.gallery, use_class=cfg.detector.type != "motion")
         self.stream_sink = RedisStreamSink(
             redis_client_factory(self.redis_url), cfg.events.stream, maxlen=cfg.events.maxlen,
             pubsub_channel=cfg.events.pubsub_channel, spool_dir=spool_dir, spool_max_mb=cfg.events.spool_max_mb,
@@ -106,9 +114,10 @@ class ReidRuntime:
         self.mtmc = MtmcWriter(mtmc_path) if mtmc_path else None
         crops = CropStore(crops_dir or cfg.events.crops_dir, cfg.events.crops_max, crops_relative_to) if (
             crops_dir or cfg.events.crops_dir) else None
+        self.recorder = EmbeddingLog(embeddings_log, dim) if embeddings_log else None
         self.stage = ReidStage(cfg, embedder=self.embedder, matcher=self.matcher, publish=self._publish,
                                metrics=metrics, daemon_id=self.daemon_id, live=live, crops=crops,
-                               on_assigned=self.mtmc)
+                               on_assigned=self.mtmc, recorder=self.recorder)
         self.events = 0
 
     def _publish(self, ev: Event) -> None:
@@ -140,6 +149,8 @@ class ReidRuntime:
                 log.exception("closing %s failed", closer)
         if self.mtmc is not None:
             self.mtmc.close()
+        if self.recorder is not None:
+            self.recorder.close()
         if self.embedded is not None:
             self.embedded.stop()
 

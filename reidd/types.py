@@ -186,6 +186,7 @@ class TrackletEmbedding:
     tracklet: Tracklet
     embedding: np.ndarray  # (D,) float32, unit norm
     crop_count: int
+    colour: np.ndarray | None = None  # hue-saturation signature of the crops (reidd.reid.colour)
 
 
 @dataclass(slots=True)

@@ -80,7 +80,8 @@ def test_replay_reid_end_to_end_embedded_redis(scene3, tmp_path: Path) -> None:
     assert len(matches) >= res["transitions_correct"]
     for m in matches:  # topology respected: c001 -> c002 -> c003 only, transit within the configured range
         assert (m["gallery"]["camera_id"], m["query"]["camera_id"]) in {("c001", "c002"), ("c002", "c003")}
-        assert 1.0 <= m["transit_s"] <= 13.5 and m["similarity"] >= 0.6
+        assert 1.0 <= m["transit_s"] <= 13.5 and m["score"] >= load_config(cfg).matching.min_score
+        assert m["gallery"]["tracklet_id"] in [c["entry"] for c in m["explanation"]["candidates"]]
     gids_by_tracklet = {e["tracklet_id"]: e["global_id"] for e in events if e["type"] == "tracklet"}
     for m in matches:  # a match hands the gallery tracklet's id to the query tracklet
         assert gids_by_tracklet[m["query"]["tracklet_id"]] == gids_by_tracklet[m["gallery"]["tracklet_id"]]

@@ -61,7 +61,7 @@ def test_docgen_check_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     current = tmp_path / "configuration.md"
     assert docgen.main(["--out", str(current)]) == 0
     assert docgen.main(["--check", str(current)]) == 0
-    current.write_text(current.read_text().replace("Minimum cosine similarity", "Min similarity"))
+    current.write_text(current.read_text().replace("NMS IoU threshold", "NMS threshold"))
     assert docgen.main(["--check", str(current)]) == 1
     assert "is stale" in capsys.readouterr().err
     assert docgen.main(["--check", str(tmp_path / "missing.md")]) == 2

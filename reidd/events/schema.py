@@ -108,8 +108,10 @@ def tracklet_event(
     cls: int,
     num_boxes: int,
     daemon_id: str,
+    association: dict[str, Any] | None = None,
 ) -> Event:
-    """A tracklet closed (or emitted periodically) on one camera, with its global id (None: no re-ID)."""
+    """A tracklet closed (or emitted periodically) on one camera, with its global id (None: no re-ID).
+    ``association``: how the global id was decided (reason, and the scored candidates when there were any)."""
     last_ts = _finite(last_ts, "last_ts", 6)
     payload = _base(last_ts, daemon_id)
     if not isinstance(box_summary, dict):
@@ -129,6 +131,8 @@ def tracklet_event(
         cls=_int(cls, "cls"),
         num_boxes=_int(num_boxes, "num_boxes"),
     )
+    if association is not None:
+        payload["association"] = _plain(association, "association")
     eid = _event_id("tracklet", daemon_id, payload["tracklet_id"], payload["first_frame"], payload["last_frame"])
     return Event(event_id=eid, type="tracklet", payload=payload)
 
@@ -155,10 +159,13 @@ def match_event(
     transit_s: float,
     global_id: int,
     daemon_id: str,
+    score: float | None = None,
+    explanation: dict[str, Any] | None = None,
 ) -> Event:
     """A query tracklet matched to a gallery tracklet.
 
-    ``query`` and ``gallery`` each hold ``tracklet_id``, ``camera_id``, ``first_ts`` and ``last_ts``.
+    ``query`` and ``gallery`` each hold ``tracklet_id``, ``camera_id``, ``first_ts`` and ``last_ts``;
+    ``score`` is the calibrated score of the link, ``explanation`` the reason and the scored candidates.
     """
     q, g = _ref(query, "query"), _ref(gallery, "gallery")
     payload = _base(q["last_ts"], daemon_id)
@@ -169,6 +176,10 @@ def match_event(
         transit_s=_finite(transit_s, "transit_s", 6),
         global_id=_int(global_id, "global_id"),
     )
+    if score is not None:
+        payload["score"] = _finite(score, "score", 4)
+    if explanation is not None:
+        payload["explanation"] = explanation
     eid = _event_id("match", daemon_id, q["tracklet_id"], g["tracklet_id"], payload["global_id"])
     return Event(event_id=eid, type="match", payload=payload)
 

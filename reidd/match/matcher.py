@@ -1,20 +1,22 @@
-"""Cross-camera association of closed tracklets against the gallery.
+"""Cross-camera association against the gallery: the orchestration around :mod:`reidd.match.policy`.
 
-For each new tracklet (the *query*):
+The policy decides (camera-bias removal, calibrated scores, colour and class evidence, joint one-to-one
+assignment, ambiguity margin); this class does everything with state and I/O around it:
 
-1. candidates = the gallery's ``top_k`` nearest entries from *other* cameras;
-2. kept when the camera topology allows the pair and the transit time fits: with links,
-   ``gallery camera -> query camera`` with ``min_s <= query.first_ts - entry.last_ts <= max_s``;
-   without links, any pair with ``|transit| <= window_s``; and similarity ``>= threshold``;
-3. queries closing within ``decision_window_s`` of each other are assigned jointly and one-to-one
-   (Hungarian on similarity, or mutual best): two queries never both claim one gallery entry,
-   and an entry already claimed by a tracklet of the query's camera is not claimed again;
-4. a matched query takes the entry's global id (so ids chain c1 -> c2 -> c3); an unmatched one gets
-   a new id from Redis (atomic). Later segments of a long track keep their first segment's id.
+1. ``submit``: a closed tracklet first tries to continue a recent tracklet of its own camera (a broken
+   track: it started at most ``fragment_gap_s`` after the other ended, near where that one was heading,
+   and looks alike); fragments form one *group* that is decided as one vehicle. Later ``periodic``
+   segments of a long track join their track's group (or take its id) the same way.
+2. ``decide(now)``: a group is ready ``wait_s`` after its last tracklet closed (by then every rival
+   query for its candidates has been seen: the topology's widest transit window). Candidates are the
+   gallery's ``top_k`` nearest entries of other cameras (plus entries Redis has not taken yet); all
+   pending groups are assigned jointly, and only the ready ones are decided.
+3. A matched group takes the entry's global id (so ids chain c1 -> c2 -> c3); an unmatched one gets a
+   new id from Redis (atomic). Every member becomes a gallery entry with that id.
 
-Decisions are logged with similarity and transit time.
+Decisions are logged (and carried by match events) with the candidates, their scores and the reason.
 
-Redis outages: a failed gallery sync is skipped; when global ids cannot be allocated the queries stay
+Redis outages: a failed gallery sync is skipped; when global ids cannot be allocated the groups stay
 pending and are decided once Redis answers again (nothing is lost, only delayed); gallery writes that
 fail are kept in a small local overlay, still searched, and written when Redis is back.
 """
@@ -23,15 +25,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
 
 import numpy as np
 import redis
-from scipy.optimize import linear_sum_assignment
 
 from reidd.config import MatchingConfig
 from reidd.gallery.store import Gallery, GalleryEntry
+from reidd.match.policy import AssociationPolicy, Candidate, PolicyDecision, Query
 from reidd.types import Match, TrackletEmbedding
 
 log = logging.getLogger("reidd.match")
@@ -43,88 +45,246 @@ class Decision:
 
     query: TrackletEmbedding
     global_id: int
-    match: Match | None  # None: a new vehicle (or a continued segment)
-    best_similarity: float | None  # best candidate's similarity, accepted or not
+    match: Match | None  # None: a new vehicle, a continued segment or a fragment of a decided group
+    best_similarity: float | None  # best candidate's cosine, accepted or not
+    explanation: dict | None = None  # reason and scored candidates (the policy's decision)
+    score: float | None = None  # the accepted candidate's calibrated score
+    new_vehicle: bool = False  # a new global id was allocated for it
+
+
+@dataclass
+class _Group:
+    """One vehicle in one camera: a tracklet and the fragments that continue it."""
+
+    members: list[TrackletEmbedding]
+    camera_id: str
+    gid: int | None = None
+    emb_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    @property
+    def first(self) -> TrackletEmbedding:
+        return self.members[0]
+
+    @property
+    def last_ts(self) -> float:
+        return max(m.tracklet.last_ts for m in self.members)
+
+    @property
+    def first_ts(self) -> float:
+        return min(m.tracklet.first_ts for m in self.members)
+
+    def embedding(self) -> np.ndarray:
+        v = self.emb_sum
+        return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
+
+    def add(self, e: TrackletEmbedding) -> None:
+        w = float(max(e.crop_count, 1))
+        self.emb_sum = w * e.embedding.astype(np.float64) if self.emb_sum is None else self.emb_sum + w * e.embedding
+        self.members.append(e)
+
+
+def _class_vote(members: list[TrackletEmbedding]) -> tuple[int | None, float]:
+    votes = Counter(b.cls for m in members for b in m.tracklet.boxes)
+    if not votes:
+        return None, 0.0
+    cls, n = votes.most_common(1)[0]
+    return cls, n / sum(votes.values())
 
 
 class Matcher:
-    """Buffers queries for the decision window, then assigns them jointly."""
+    """Holds pending groups until they are ready, then lets the policy assign them jointly."""
 
-    def __init__(self, cfg: MatchingConfig, gallery: Gallery, *, max_track_memory: int = 100_000):
+    def __init__(self, cfg: MatchingConfig, gallery: Gallery, *, max_track_memory: int = 100_000,
+                 use_class: bool = True):
         self.cfg = cfg
         self.gallery = gallery
-        self.pending: list[TrackletEmbedding] = []
+        self.policy = AssociationPolicy(cfg)
+        self.use_class = use_class  # False when the detector cannot tell classes apart (motion)
+        self.pending: list[_Group] = []
+        self._followers: list[tuple[TrackletEmbedding, int, str]] = []  # fragments of decided groups
+        self._recent: dict[str, deque[_Group]] = {}  # per camera, groups whose last tracklet ended lately
         self._claimed: OrderedDict[tuple[str, str], None] = OrderedDict()  # (entry id, query camera)
         self._track_gid: OrderedDict[tuple[str, int], int] = OrderedDict()  # (camera, local id) -> global id
         self._max = max_track_memory
         self._unsaved: deque[GalleryEntry] = deque(maxlen=max_track_memory)  # written to Redis when it is back
         self.redis_ok = True
         self.unsaved_dropped = 0
+        self.fragments_joined = 0
         self._last_warn = 0.0
-        self._links: dict[tuple[str, str], tuple[float, float]] = {}
-        for link in cfg.topology:
-            self._links[(link.src, link.dst)] = (link.min_s, link.max_s)
-            if link.bidirectional:
-                self._links.setdefault((link.dst, link.src), (link.min_s, link.max_s))
+        self._last_sync = 0.0
 
-    # ------------------------------------------------------------------ policy
     def transit_ok(self, src_cam: str, dst_cam: str, transit_s: float) -> bool:
-        """Is a vehicle seen last in ``src_cam`` allowed to appear in ``dst_cam`` ``transit_s`` later?"""
-        if src_cam == dst_cam:
-            return False
-        if not self._links:
-            return abs(transit_s) <= self.cfg.window_s
-        rng = self._links.get((src_cam, dst_cam))
-        return rng is not None and rng[0] <= transit_s <= rng[1]
+        return self.policy.transit_ok(src_cam, dst_cam, transit_s)
+
+    @property
+    def pending_count(self) -> int:
+        return sum(len(g.members) for g in self.pending) + len(self._followers)
+
+    # ------------------------------------------------------------------ fragments
+    def _continues(self, g: _Group, e: TrackletEmbedding) -> float | None:
+        last = max(g.members, key=lambda m: m.tracklet.last_ts).tracklet
+        return self.policy.continues(last, g.embedding(), e.tracklet, e.embedding)
+
+    def _recent_groups(self, cam: str, before_ts: float) -> deque[_Group]:
+        d = self._recent.setdefault(cam, deque())
+        horizon = before_ts - self.cfg.fragment_gap_s - 1.0
+        while d and d[0].last_ts < horizon:
+            d.popleft()
+        while len(d) > 1000:
+            d.popleft()
+        return d
 
     # ------------------------------------------------------------------ flow
     def submit(self, q: TrackletEmbedding) -> None:
-        self.pending.append(q)
+        t = q.tracklet
+        self.policy.observe(t.camera_id, q.embedding)
+        key = (t.camera_id, t.local_id)
+        if t.segment > 0:  # a periodic piece of a long track: same vehicle, by construction
+            for g in self.pending:
+                if g.camera_id == t.camera_id and any(m.tracklet.local_id == t.local_id for m in g.members):
+                    g.add(q)
+                    return
+            if key in self._track_gid:
+                self._followers.append((q, self._track_gid[key], f"segment {t.segment} of track {t.local_id}"))
+                return
+        recent = self._recent_groups(t.camera_id, t.first_ts)
+        best, best_sim = None, -np.inf
+        for g in recent:
+            sim = self._continues(g, q)
+            if sim is not None and sim > best_sim:
+                best, best_sim = g, sim
+        if best is not None:
+            self.fragments_joined += 1
+            log.debug("fragment %s continues %s (similarity %.3f)", t.tracklet_id, best.first.tracklet.tracklet_id,
+                      best_sim)
+            if best.gid is not None:
+                self._followers.append(
+                    (q, best.gid, f"fragment of {best.first.tracklet.tracklet_id} (similarity {best_sim:.3f})"))
+            best.add(q)
+            recent.remove(best)
+            recent.append(best)
+            return
+        g = _Group([], t.camera_id)
+        g.add(q)
+        self.pending.append(g)
+        recent.append(g)
+
+    def _query(self, g: _Group) -> Query:
+        cls, share = _class_vote(g.members) if self.use_class else (None, 0.0)
+        colours = [m.colour for m in g.members if m.colour is not None]
+        colour = None if not colours else np.mean(colours, axis=0)
+        return Query(g.first.tracklet.tracklet_id, g.camera_id, g.first_ts, g.last_ts, g.embedding(), cls, share, colour)
+
+    def _to_candidate(self, e: GalleryEntry) -> Candidate:
+        a = e.attributes
+        colour = a.get("colour")
+        return Candidate(e.tracklet_id, e.camera_id, e.global_id, e.first_ts, e.last_ts, e.embedding,
+                         a.get("cls") if self.use_class and a.get("cls_share") is not None else None,
+                         float(a.get("cls_share") or 0.0), None if colour is None else np.asarray(colour, np.float32))
 
     def decide(self, now_ts: float | None = None) -> list[Decision]:
-        """Decide every pending query whose tracklet ended at least ``decision_window_s`` before ``now_ts``
-        (all of them when ``now_ts`` is None). Returns decisions in a deterministic order; returns none
-        (and keeps the queries pending) while Redis cannot allocate global ids."""
-        self._flush_unsaved()
-        if not self.pending:
-            return []
-        if now_ts is None:
-            ready, rest = self.pending, []
-        else:
-            cut = now_ts - self.cfg.decision_window_s
-            ready = [q for q in self.pending if q.tracklet.last_ts <= cut]
-            if not ready:
-                return []
-            rest = [q for q in self.pending if q.tracklet.last_ts > cut]
-        ready.sort(key=lambda q: (q.tracklet.last_ts, q.tracklet.camera_id, q.tracklet.local_id,
-                                  q.tracklet.segment))
+        """Decide every pending group that is ready at ``now_ts``. Returns decisions in a deterministic
+        order; returns none (and keeps the groups pending) while Redis cannot allocate global ids.
+
+        ``now_ts`` None (end of input, shutdown): everything, in the order time would have decided it
+        (each group when it would have become ready), so that a c3 query still sees the c2 entries
+        decided just before it."""
+        if now_ts is not None:
+            return self._decide_at(now_ts)
+        out: list[Decision] = []
+        wait = self.policy.wait_s()
+        while self.pending or self._followers:
+            before = (len(self.pending), len(self._followers))
+            t = min(g.last_ts for g in self.pending) + wait if self.pending else -np.inf
+            out += self._decide_at(t)
+            if (len(self.pending), len(self._followers)) == before:  # Redis is down: try again later
+                break
+        return out
+
+    def _idle_sync(self) -> None:
+        """While nothing is due: pull other daemons' changes about once a second, which also notices a
+        Redis outage (and its end) when no decision touches Redis."""
+        if time.monotonic() - self._last_sync < 1.0:
+            return
+        self._last_sync = time.monotonic()
         try:
             self.gallery.sync()
         except redis.RedisError as exc:
             self._redis_failed("gallery sync", exc)
-        decisions: dict[int, Decision] = {}
-        fresh: list[int] = []
-        for i, q in enumerate(ready):
-            key = (q.tracklet.camera_id, q.tracklet.local_id)
-            if q.tracklet.segment > 0 and key in self._track_gid:
-                decisions[i] = Decision(q, self._track_gid[key], None, None)
-            else:
-                fresh.append(i)
+            return
+        if not self._unsaved:
+            self.redis_ok = True
+
+    def _decide_at(self, now_ts: float) -> list[Decision]:
+        self._flush_unsaved()
+        if not self.pending and not self._followers:
+            self._idle_sync()
+            return []
+        wait = self.policy.wait_s()
+        ready = [g.last_ts + wait <= now_ts for g in self.pending]
+        out: list[Decision] = [Decision(q, gid, None, None, {"reason": reason}) for q, gid, reason in self._followers]
+        if not any(ready):
+            self._followers = []
+            self._commit(out)
+            self._idle_sync()
+            return out
         try:
-            self._assign([ready[i] for i in fresh], fresh, decisions)
+            self.gallery.sync()
+        except redis.RedisError as exc:
+            self._redis_failed("gallery sync", exc)
+        queries = [self._query(g) for g in self.pending]
+        scored = [self.policy.score(q, self._candidates(q), record=r) for q, r in zip(queries, ready)]
+        decided = self.policy.assign(queries, scored, ready, set(self._claimed))
+        by_id = {d.query_id: d for d in decided}
+        groups = [g for g, r in zip(self.pending, ready) if r]
+        try:
+            new_ids = {id(g): self.gallery.allocate_global_id() for g in groups
+                       if by_id[g.first.tracklet.tracklet_id].chosen is None}
         except redis.RedisError as exc:
             self._redis_failed("global id allocation (decisions deferred)", exc)
             return []
-        self.pending = rest
+        self._followers = []
+        for g in sorted(groups, key=lambda g: (g.first.tracklet.last_ts, g.camera_id, g.first.tracklet.local_id,
+                                               g.first.tracklet.segment)):
+            pd = by_id[g.first.tracklet.tracklet_id]
+            out += self._group_decisions(g, pd, new_ids.get(id(g)))
+        self.pending = [g for g, r in zip(self.pending, ready) if not r]
         self.redis_ok = True
-        out = [decisions[i] for i in range(len(ready))]
-        for d in out:
+        self._commit(out)
+        return out
+
+    def _group_decisions(self, g: _Group, pd: PolicyDecision, new_id: int | None) -> list[Decision]:
+        q = g.first
+        t = q.tracklet
+        explanation = {"reason": pd.reason, "candidates": [s.explain() for s in pd.candidates[:5]]}
+        best_cos = max((s.cosine for s in pd.candidates), default=None)
+        if pd.chosen is not None:
+            c = pd.chosen
+            gid = c.global_id
+            self._claim((c.entry_id, t.camera_id))
+            m = Match(t.tracklet_id, t.camera_id, c.entry_id, c.camera_id, c.cosine, c.transit_s, gid)
+            first = Decision(q, gid, m, best_cos, explanation, c.score)
+            log.info("match %s -> %s score=%.2f cos=%.3f transit=%.1fs gid=%d (%s)", t.tracklet_id, c.entry_id,
+                     c.score, c.cosine, c.transit_s, gid, pd.reason)
+        else:
+            gid = int(new_id)  # type: ignore[arg-type]
+            first = Decision(q, gid, None, best_cos, explanation, new_vehicle=True)
+            log.debug("new %s gid=%d: %s", t.tracklet_id, gid, pd.reason)
+        g.gid = gid
+        rest = {"reason": f"fragment of {t.tracklet_id}"}
+        return [first] + [Decision(m, gid, None, None, rest) for m in g.members[1:]]
+
+    def _commit(self, decisions: list[Decision]) -> None:
+        for d in decisions:
             t = d.query.tracklet
             self._remember_track((t.camera_id, t.local_id), d.global_id)
+            cls_share = sum(b.cls == t.cls for b in t.boxes) / len(t.boxes)
             entry = GalleryEntry(
                 tracklet_id=t.tracklet_id, camera_id=t.camera_id, first_ts=t.first_ts, last_ts=t.last_ts,
                 embedding=d.query.embedding, global_id=d.global_id,
-                attributes={"cls": t.cls, "num_boxes": len(t.boxes), "local_id": t.local_id},
+                attributes={"cls": t.cls, "cls_share": round(cls_share, 3), "num_boxes": len(t.boxes),
+                            "local_id": t.local_id,
+                            "colour": None if d.query.colour is None else [round(float(v), 5) for v in d.query.colour]},
             )
             if self._unsaved:
                 self._keep_unsaved(entry)  # keep the order of writes
@@ -134,13 +294,14 @@ class Matcher:
                 except redis.RedisError as exc:
                     self._redis_failed("gallery write (kept locally)", exc)
                     self._keep_unsaved(entry)
-            if d.match is not None:
-                log.info("match %s -> %s sim=%.3f transit=%.1fs gid=%d", d.match.query_id, d.match.gallery_id,
-                         d.match.similarity, d.match.transit_s, d.global_id)
-            else:
-                log.debug("new %s gid=%d best=%s", t.tracklet_id, d.global_id,
-                          "none" if d.best_similarity is None else f"{d.best_similarity:.3f}")
-        return out
+    @property
+    def unsaved_count(self) -> int:
+        """Gallery entries waiting for Redis to take them."""
+        return len(self._unsaved)
+
+    def allocate_global_id(self) -> int:
+        """A new global id from Redis (raises redis.RedisError while it is down)."""
+        return self.gallery.allocate_global_id()
 
     def _redis_failed(self, what: str, exc: Exception) -> None:
         self.redis_ok = False
@@ -176,70 +337,14 @@ class Matcher:
                 e = None
         return e
 
-    def _candidates(self, q: TrackletEmbedding) -> list[tuple[GalleryEntry, float, float]]:
-        t = q.tracklet
-        found = self.gallery.search(q.embedding, self.cfg.top_k, exclude_camera=t.camera_id)
+    def _candidates(self, q: Query) -> list[Candidate]:
+        found = self.gallery.search(q.embedding, self.cfg.top_k, exclude_camera=q.camera_id)
         if self._unsaved:  # entries Redis has not taken yet are still candidates
-            local = [u for u in self._unsaved if u.camera_id != t.camera_id]
+            local = [u for u in self._unsaved if u.camera_id != q.camera_id]
             if local:
                 sims = np.stack([u.embedding for u in local]) @ q.embedding
                 found = sorted([*found, *zip(local, sims.tolist())], key=lambda es: -es[1])[: self.cfg.top_k]
-        out = []
-        for entry, sim in found:
-            transit = t.first_ts - entry.last_ts
-            if self.transit_ok(entry.camera_id, t.camera_id, transit):
-                out.append((entry, float(sim), float(transit)))
-        return out
-
-    def _assign(self, queries: list[TrackletEmbedding], idx: list[int], decisions: dict[int, Decision]) -> None:
-        if not queries:
-            return
-        cands = [self._candidates(q) for q in queries]
-        best = [max((s for _, s, _ in c), default=None) for c in cands]
-        entries: dict[str, int] = {}
-        for c in cands:
-            for e, _, _ in c:
-                entries.setdefault(e.tracklet_id, len(entries))
-        sim = np.full((len(queries), max(len(entries), 1)), -np.inf, np.float64)
-        info: dict[tuple[int, int], tuple[GalleryEntry, float]] = {}
-        for qi, (q, c) in enumerate(zip(queries, cands)):
-            for e, s, transit in c:
-                if s < self.cfg.threshold or (e.tracklet_id, q.tracklet.camera_id) in self._claimed:
-                    continue
-                ej = entries[e.tracklet_id]
-                sim[qi, ej] = s
-                info[(qi, ej)] = (e, transit)
-        pairs = self._solve(sim)
-        matched = {qi: ej for qi, ej in pairs}
-        new_ids = {qi: self.gallery.allocate_global_id() for qi in range(len(queries)) if qi not in matched}
-        for qi, q in enumerate(queries):
-            t = q.tracklet
-            if qi in matched:
-                ej = matched[qi]
-                e, transit = info[(qi, ej)]
-                gid = e.global_id
-                self._claim((e.tracklet_id, t.camera_id))
-                m = Match(t.tracklet_id, t.camera_id, e.tracklet_id, e.camera_id, float(sim[qi, ej]), transit, gid)
-                decisions[idx[qi]] = Decision(q, gid, m, best[qi])
-            else:
-                decisions[idx[qi]] = Decision(q, new_ids[qi], None, best[qi])
-
-    def _solve(self, sim: np.ndarray) -> list[tuple[int, int]]:
-        valid = np.isfinite(sim)
-        if not valid.any():
-            return []
-        if self.cfg.assignment == "mutual_best":
-            pairs = []
-            for qi in range(sim.shape[0]):
-                if not valid[qi].any():
-                    continue
-                ej = int(np.argmax(sim[qi]))
-                if int(np.argmax(sim[:, ej])) == qi:
-                    pairs.append((qi, ej))
-            return pairs
-        cost = np.where(valid, -sim, 1e6)
-        rows, cols = linear_sum_assignment(cost)
-        return [(int(r), int(c)) for r, c in zip(rows, cols) if valid[r, c]]
+        return [self._to_candidate(e) for e, _ in found]
 
     def _claim(self, key: tuple[str, str]) -> None:
         self._claimed[key] = None

@@ -25,6 +25,7 @@ import redis
 from reidd.config import Config
 from reidd.events.schema import match_event, tracklet_event
 from reidd.match.matcher import Decision, Matcher
+from reidd.match.recording import EmbeddingLog
 from reidd.metrics import Metrics
 from reidd.reid.embedder import BatchingEmbedder, Embedder
 from reidd.types import Event, Tracklet, TrackletEmbedding
@@ -79,7 +80,7 @@ class ReidStage:
         self,
         cfg: Config,
         *,
-        embedder: Embedder,
+        embedder: Embedder | None,
         matcher: Matcher,
         publish: Callable[[Event], None],
         metrics: Metrics,
@@ -87,6 +88,7 @@ class ReidStage:
         live: bool,
         crops: CropStore | None = None,
         on_assigned: Callable[[Tracklet, int], None] | None = None,
+        recorder: EmbeddingLog | None = None,
     ):
         self.cfg = cfg
         self.embedder = embedder
@@ -97,13 +99,14 @@ class ReidStage:
         self.live = live
         self.crops = crops
         self.on_assigned = on_assigned
+        self.recorder = recorder  # replay: the embedded tracklets and ticks, for rematch
         self._lock = threading.Lock()
         self._crop_paths: dict[str, str | None] = {}
         self._no_crops: list[tuple[float, int, Tracklet]] = []  # tracklets without crops, decided like the rest
         self._seq = 0
         self.tracklets = 0
         self.matches = 0
-        self._batcher = BatchingEmbedder(embedder, self._embedded).start() if live else None
+        self._batcher = BatchingEmbedder(embedder, self.submit_embedded).start() if live else None
 
     # ------------------------------------------------------------------ sink side
     def __call__(self, tracklets: list[Tracklet]) -> None:
@@ -113,11 +116,17 @@ class ReidStage:
         if self._batcher is not None:
             self._batcher.submit(tracklets)
         else:
-            self._embedded(self.embedder.embed_tracklets(tracklets), tracklets)
+            self.submit_embedded(self.embedder.embed_tracklets(tracklets), tracklets)
 
-    def _embedded(self, embs: list[TrackletEmbedding | None], tracklets: list[Tracklet] | None = None) -> None:
+    def submit_embedded(self, embs: list[TrackletEmbedding | None], tracklets: list[Tracklet] | None = None) -> None:
+        """Hand embedded tracklets (None: a tracklet without crops, taken from ``tracklets``) to the matcher."""
         with self._lock:
             for i, e in enumerate(embs):
+                if self.recorder is not None:
+                    if e is not None:
+                        self.recorder.query(e)
+                    elif tracklets is not None:
+                        self.recorder.no_crops(tracklets[i])
                 if e is not None:
                     # nothing after embedding reads the pixels: do not keep them while the query waits
                     # for its decision window (or for Redis to come back)
@@ -132,6 +141,8 @@ class ReidStage:
     def tick(self, now_ts: float | None) -> None:
         """Decide what is due (``now_ts`` None: everything) and publish the events."""
         with self._lock:
+            if self.recorder is not None:
+                self.recorder.tick(now_ts)
             decisions = self.matcher.decide(now_ts)
             late = []
             while self._no_crops and (now_ts is None or self._no_crops[0][0] <= now_ts):
@@ -140,14 +151,14 @@ class ReidStage:
             self._publish_decision(d)
         for i, t in enumerate(late):
             try:
-                gid = self.matcher.gallery.allocate_global_id()
+                gid = self.matcher.allocate_global_id()
             except redis.RedisError:
                 with self._lock:  # Redis is down: decide these later, lose nothing
                     for t2 in late[i:]:
                         self._seq += 1
                         heapq.heappush(self._no_crops, (t2.last_ts, self._seq, t2))
                 break
-            self._publish_tracklet(t, gid)
+            self._publish_tracklet(t, gid, {"reason": "no crop to embed (boxes too small): a new id, not matched"})
         self.metrics.gallery_entries.set(len(self.matcher.gallery))
         self.metrics.redis_up.set(1.0 if self.matcher.redis_ok else 0.0)
 
@@ -167,18 +178,18 @@ class ReidStage:
                     "last_ts": t.last_ts}
             self.publish(match_event(query=qref, gallery=gref, similarity=round(m.similarity, 6),
                                      transit_s=round(m.transit_s, 6), global_id=m.global_id,
-                                     daemon_id=self.daemon_id))
-        elif t.segment == 0:
+                                     daemon_id=self.daemon_id, score=d.score, explanation=d.explanation))
+        elif d.new_vehicle:
             self.metrics.global_ids.inc()
-        self._publish_tracklet(t, d.global_id)
+        self._publish_tracklet(t, d.global_id, d.explanation)
 
-    def _publish_tracklet(self, t: Tracklet, gid: int) -> None:
+    def _publish_tracklet(self, t: Tracklet, gid: int, association: dict | None = None) -> None:
         self.tracklets += 1
         self.publish(tracklet_event(
             camera_id=t.camera_id, local_id=t.local_id, tracklet_id=t.tracklet_id, global_id=gid,
             first_frame=t.first_frame, last_frame=t.last_frame, first_ts=t.first_ts, last_ts=t.last_ts,
             live=self.live, box_summary=box_summary(t), best_crop=self._crop_paths.pop(t.tracklet_id, None),
-            cls=t.cls, num_boxes=len(t.boxes), daemon_id=self.daemon_id,
+            cls=t.cls, num_boxes=len(t.boxes), daemon_id=self.daemon_id, association=association,
         ))
         if self.on_assigned is not None:
             self.on_assigned(t, gid)
@@ -195,7 +206,7 @@ class ReidStage:
         deadline = time.monotonic() + redis_wait_s
         while True:
             self.tick(None)
-            left = len(self.matcher.pending) + len(self._no_crops) + len(self.matcher._unsaved)
+            left = self.matcher.pending_count + len(self._no_crops) + self.matcher.unsaved_count
             if not left:
                 return
             if time.monotonic() > deadline:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from reidd.config import ReidConfig
 from reidd.device import cpu_threads
 from reidd.metrics import Metrics
+from reidd.reid.colour import colour_signature
 from reidd.types import Tracklet, TrackletEmbedding
 
 log = logging.getLogger("reidd.embedder")
@@ -176,6 +177,8 @@ class Embedder:
             chunk = crops[i : i + self.cfg.max_batch]
             t0 = time.perf_counter()
             x = self._prepare(chunk)
+            if self.cfg.flip_average:  # the mirrored crop too, in the same batch (test-time augmentation)
+                x = torch.cat([x, x.flip(3)])
             if self._onnx is not None:
                 f = torch.from_numpy(self._onnx(x.cpu().numpy()))
             else:
@@ -186,7 +189,10 @@ class Embedder:
                 else:
                     with torch.autocast(device_type=self.device.type, dtype=self.dtype):
                         f = self.model(x)
-            feats.append(F.normalize(f.float(), dim=1))
+            f = F.normalize(f.float(), dim=1)
+            if self.cfg.flip_average:
+                f = F.normalize(f[: len(chunk)] + f[len(chunk):], dim=1)
+            feats.append(f)
             if self.metrics is not None:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)  # CUDA runs asynchronously: time the finished work
@@ -212,7 +218,9 @@ class Embedder:
         owner_t = torch.tensor(owner, device=feats.device)
         w = torch.tensor(quality, device=feats.device) if self.cfg.pooling == "quality" else None
         pooled = pool_groups(feats, owner_t, w, len(tracklets)).cpu().numpy().astype(np.float32)  # one copy back
-        return [TrackletEmbedding(t, pooled[i], len(t.crops)) if t.crops else None for i, t in enumerate(tracklets)]
+        return [TrackletEmbedding(t, pooled[i], len(t.crops),
+                                  colour_signature([c.image for c in t.crops], [c.quality for c in t.crops]))
+                if t.crops else None for i, t in enumerate(tracklets)]
 
 
 class BatchingEmbedder:
