@@ -89,10 +89,7 @@ def cmd_rematch(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
     try:
         res = rematch(cfg, args.embeddings, args.out, mtmc_path=args.output_mtmc, events_jsonl=args.events_jsonl)
-    except RecordingError as exc:
-        print(f"reidd rematch: {exc}", file=sys.stderr)
-        return 2
-    except _startup_errors() as exc:
+    except (RecordingError, *_startup_errors()) as exc:
         print(f"reidd rematch: {exc}", file=sys.stderr)
         return 2
     print(f"rematch: {res['queries']} embedded tracklets, {res['events']} events ({res['matches']} cross-camera matches)")
