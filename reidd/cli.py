@@ -79,35 +79,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_rematch(args: argparse.Namespace) -> int:
+def _run_with_config(args: argparse.Namespace, name: str, body, extra_errors: tuple = ()) -> int:
+    """Load ``--config`` (exit 2 when invalid), set up logging, run ``body(cfg)``; start-up errors exit 2."""
     cfg = _load(args.config)
     if cfg is None:
         return 2
     from reidd.daemon import setup_logging
-    from reidd.match.recording import RecordingError, rematch
 
     setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
     try:
-        res = rematch(cfg, args.embeddings, args.out, mtmc_path=args.output_mtmc, events_jsonl=args.events_jsonl)
-    except (RecordingError, *_startup_errors()) as exc:
-        print(f"reidd rematch: {exc}", file=sys.stderr)
+        return body(cfg)
+    except (*extra_errors, *_startup_errors()) as exc:
+        print(f"reidd {name}: {exc}", file=sys.stderr)
         return 2
-    print(f"rematch: {res['queries']} embedded tracklets, {res['events']} events ({res['matches']} cross-camera matches)")
-    return 0
+
+
+def cmd_rematch(args: argparse.Namespace) -> int:
+    from reidd.match.recording import RecordingError, rematch
+
+    def body(cfg) -> int:
+        res = rematch(cfg, args.embeddings, args.out, mtmc_path=args.output_mtmc, events_jsonl=args.events_jsonl)
+        print(f"rematch: {res['queries']} embedded tracklets, {res['events']} events "
+              f"({res['matches']} cross-camera matches)")
+        return 0
+
+    return _run_with_config(args, "rematch", body, (RecordingError,))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    if cfg is None:
-        return 2
-    from reidd.daemon import run_live, setup_logging
+    from reidd.daemon import run_live
 
-    setup_logging(args.log_level or cfg.logging.level, cfg.logging.json_format)
-    try:
-        return run_live(cfg)
-    except _startup_errors() as exc:
-        print(f"reidd run: {exc}", file=sys.stderr)
-        return 2
+    return _run_with_config(args, "run", run_live)
 
 
 def _startup_errors() -> tuple[type[BaseException], ...]:

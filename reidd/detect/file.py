@@ -24,8 +24,8 @@ from reidd.config import DetectorConfig
 from reidd.detect.base import DetectorLoadError
 from reidd.types import Detections, Frame
 
-#: Largest detection file read (bytes): bounds memory for a hostile or mistaken path.
-MAX_FILE_BYTES = 2 * 1024**3
+#: Largest detection file read (bytes; about 6 million boxes): bounds memory for a hostile or mistaken path.
+MAX_FILE_BYTES = 256 * 1024**2
 UNKNOWN_CLASS = 2
 
 
@@ -34,7 +34,7 @@ def read_mot_detections(path: Path) -> tuple[dict[int, Detections], bool]:
     if not path.is_file():
         raise DetectorLoadError(f"detector.detections_dir: detection file not found: {path}")
     if path.stat().st_size > MAX_FILE_BYTES:
-        raise DetectorLoadError(f"{path}: larger than {MAX_FILE_BYTES >> 30} GiB")
+        raise DetectorLoadError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB (split the recording)")
     rows: dict[int, list[tuple[float, float, float, float, float, int]]] = {}
     has_class = False
     try:
