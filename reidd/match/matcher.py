@@ -113,9 +113,6 @@ class Matcher:
         self._last_warn = 0.0
         self._last_sync = 0.0
 
-    def transit_ok(self, src_cam: str, dst_cam: str, transit_s: float) -> bool:
-        return self.policy.transit_ok(src_cam, dst_cam, transit_s)
-
     @property
     def pending_count(self) -> int:
         return sum(len(g.members) for g in self.pending) + len(self._followers)
