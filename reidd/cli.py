@@ -33,6 +33,8 @@ def _env_defaults() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(Path.cwd() / ".yolo"))
+    # .pt files are pickles: ultralytics' restricted loader unless the config opts out (detector.trust_pickle)
+    os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
 
 
 def _load(path: str, check_files: bool = True):
@@ -41,6 +43,21 @@ def _load(path: str, check_files: bool = True):
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return None
+
+
+def _bad_outputs(args: argparse.Namespace, dirs: tuple[str, ...] = (), files: tuple[str, ...] = ()) -> bool:
+    """Print one line per command-line output path that cannot be written (nothing is created); True if any."""
+    from reidd.config import check_output_dir, check_output_file, printable
+
+    bad = False
+    for names, check in ((dirs, check_output_dir), (files, check_output_file)):
+        for name in names:
+            value = getattr(args, name, None)
+            why = check(os.path.abspath(value)) if value else None
+            if why:
+                print(f"--{name.replace('_', '-')}: {printable(why)}", file=sys.stderr)
+                bad = True
+    return bad
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -60,6 +77,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
     if args.speed is not None and args.speed <= 0:
         print("--speed must be > 0", file=sys.stderr)
+        return 2
+    if _bad_outputs(args, ("out",), ("events_jsonl", "output_mtmc")):
         return 2
     live = [c.id for c in cfg.enabled_cameras if c.is_live]
     if live:
@@ -98,6 +117,8 @@ def cmd_rematch(args: argparse.Namespace) -> int:
     from reidd.match.recording import RecordingError, rematch
 
     def body(cfg) -> int:
+        if _bad_outputs(args, ("out",), ("events_jsonl", "output_mtmc")):
+            return 2
         res = rematch(cfg, args.embeddings, args.out, mtmc_path=args.output_mtmc, events_jsonl=args.events_jsonl)
         print(f"rematch: {res['queries']} embedded tracklets, {res['events']} events "
               f"({res['matches']} cross-camera matches)")
@@ -114,11 +135,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _startup_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "this configuration cannot start" (clear message, exit 2)."""
+    from reidd.daemon import MetricsBindError
     from reidd.detect.base import DetectorLoadError
     from reidd.gallery.redis_server import RedisUnavailable
     from reidd.reid.embedder import EmbedderError
 
-    return (DetectorLoadError, EmbedderError, RedisUnavailable)
+    return (DetectorLoadError, EmbedderError, RedisUnavailable, MetricsBindError)
 
 
 def build_parser() -> argparse.ArgumentParser:

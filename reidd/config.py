@@ -9,8 +9,10 @@ pairs, e.g. ``("cameras[2].url", "file not found: ...")``.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -40,9 +42,17 @@ class ConfigError(Exception):
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.source = source
         self.problems = problems
-        lines = [f"{source}: {len(problems)} problem(s)"]
-        lines += [f"  {p or '<root>'}: {m}" for p, m in problems]
+        lines = [f"{printable(source)}: {len(problems)} problem(s)"]
+        lines += [f"  {printable(p) or '<root>'}: {printable(m)}" for p, m in problems]
         super().__init__("\n".join(lines))
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (NUL, escape sequences, ...) written as ``\\xNN``: safe to echo."""
+    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(text))
 
 
 class _Model(BaseModel):
@@ -146,6 +156,14 @@ class DetectorConfig(_Model):
         description=(
             "Anything ultralytics loads: a .pt name it can download, or a local .pt/.onnx/.engine file or "
             "*_openvino_model folder (relative to the config file)."
+        ),
+    )
+    trust_pickle: bool = Field(
+        False,
+        description=(
+            "A .pt detector is a Python pickle, which can run code when loaded. By default it is loaded with "
+            "ultralytics' restricted loader (only known model classes). Set true only for a legacy checkpoint you "
+            "trust that the restricted loader refuses."
         ),
     )
     classes: list[int] = Field(
@@ -491,27 +509,148 @@ def substitute_env(node: Any, path: str = "", problems: list[tuple[str, str]] | 
 
 _MODEL_SUFFIXES = (".onnx", ".engine", ".torchscript", ".xml", ".tflite", ".mlpackage")
 
+#: A cameras.yaml larger than this is refused before parsing (real ones are a few KiB).
+MAX_CONFIG_BYTES = 1 << 20
+#: Values a parsed cameras.yaml may expand to once aliases are followed (an alias "bomb" of a few hundred bytes
+#: expands to billions; a 1,000-camera config to about 50,000).
+MAX_CONFIG_VALUES = 200_000
+
+#: Magic numbers of still-image formats that video decoders accept as a one-frame "video".
+_IMAGE_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"), (b"\xff\xd8\xff", 0, "JPEG"), (b"GIF87a", 0, "GIF"), (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"), (b"II*\x00", 0, "TIFF"), (b"MM\x00*", 0, "TIFF"), (b"WEBP", 8, "WebP"),
+)
+
 
 def _resolve(base: Path, value: str) -> str:
     p = Path(os.path.expanduser(value))
     return str(p if p.is_absolute() else (base / p))
 
 
-def _check_files(cfg: Config, base: Path) -> list[tuple[str, str]]:
+def probe_path(path: str) -> tuple[str, os.stat_result | None]:
+    """Stat ``path`` without raising: ``("", stat)``, ``("", None)`` when it does not exist, or ``(problem, None)``
+    for a name no file can have (a NUL byte, a component longer than the file system allows, ...)."""
+    if "\x00" in path:
+        return "the path contains a NUL byte", None
+    try:
+        return "", os.stat(path)
+    except FileNotFoundError:
+        return "", None
+    except NotADirectoryError:
+        return "", None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            longest = max((len(part) for part in Path(path).parts), default=0)
+            return f"file name too long ({longest} characters in one name, {len(path)} in the path)", None
+        return f"cannot access it: {exc.strerror or exc}", None
+    except ValueError as exc:
+        return f"not a usable path: {exc}", None
+
+
+def _still_image(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if not head:
+        return "is an empty file"
+    for magic, offset, name in _IMAGE_MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return f"is a {name} image, not a video"
+    return None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    p = path
+    while True:
+        problem, st = probe_path(str(p))
+        if st is not None or p.parent == p:
+            return p
+        p = p.parent
+
+
+def check_output_dir(path: str) -> str | None:
+    """Why the folder ``path`` could not be created or written (``None``: it can). Creates nothing."""
+    problem, st = probe_path(path)
+    if problem:
+        return problem
+    if st is not None:
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{path} exists and is not a folder"
+        return None if os.access(path, os.W_OK | os.X_OK) else f"folder {path} is not writable"
+    anc = _existing_ancestor(Path(path))
+    if not anc.is_dir():
+        return f"cannot create {path}: {anc} is a file, not a folder"
+    if not os.access(anc, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {anc} is not writable"
+    return None
+
+
+def check_output_file(path: str) -> str | None:
+    """Why the file ``path`` could not be created or appended to (``None``: it can). Creates nothing."""
+    problem, st = probe_path(path)
+    if problem:
+        return problem
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            return f"{path} is a folder, not a file"
+        return None if os.access(path, os.W_OK) else f"file {path} is not writable"
+    parent = str(Path(path).parent)
+    why = check_output_dir(parent)
+    return why and f"cannot create {path}: {why}"
+
+
+def _check_model_path(field: str, path: str, problems: list[tuple[str, str]], what: str) -> bool:
+    problem, st = probe_path(path)
+    if problem:
+        problems.append((field, problem))
+        return False
+    if st is None:
+        problems.append((field, f"{what} not found: {path}"))
+        return False
+    return True
+
+
+def _check_openvino_folder(path: str) -> str | None:
+    folder = Path(path)
+    xmls = sorted(folder.glob("*.xml"))
+    if not xmls:
+        return f"OpenVINO folder {path} has no .xml model"
+    if not xmls[0].with_suffix(".bin").is_file():
+        return f"OpenVINO model {xmls[0]} has no weights file {xmls[0].with_suffix('.bin').name} beside it"
+    return None
+
+
+def _check_files(cfg: Config, base: Path, skip: set[str]) -> list[tuple[str, str]]:
+    """Checks that look at the file system (nothing is created). Fields in ``skip`` already have a problem."""
     problems: list[tuple[str, str]] = []
     for i, cam in enumerate(cfg.cameras):
-        if cam.kind == "file":
-            cam.url = _resolve(base, cam.url)
-            p = Path(cam.url)
-            if cam.enabled and not p.is_file():
-                problems.append((f"cameras[{i}].url", f"video file not found: {cam.url}"))
-    if cfg.detector.type == "file":
+        field = f"cameras[{i}].url"
+        if cam.kind != "file" or field in skip:
+            continue
+        cam.url = _resolve(base, cam.url)
+        if not cam.enabled:
+            continue
+        problem, st = probe_path(cam.url)
+        if problem:
+            problems.append((field, problem))
+        elif st is None:
+            problems.append((field, f"video file not found: {cam.url}"))
+        elif stat.S_ISDIR(st.st_mode):
+            problems.append((field, f"{cam.url} is a folder, not a video file"))
+        elif (why := _still_image(cam.url)) is not None:
+            problems.append((field, f"{cam.url} {why}"))
+    if cfg.detector.type == "file" and "detector.detections_dir" not in skip:
         if not cfg.detector.detections_dir:
             problems.append(("detector.detections_dir", "required when detector.type is 'file'"))
         else:
             cfg.detector.detections_dir = _resolve(base, cfg.detector.detections_dir)
             d = Path(cfg.detector.detections_dir)
-            if not d.is_dir():
+            problem, st = probe_path(str(d))
+            if problem:
+                problems.append(("detector.detections_dir", problem))
+            elif st is None or not stat.S_ISDIR(st.st_mode):
                 problems.append(("detector.detections_dir", f"folder not found: {d}"))
             else:
                 for i, cam in enumerate(cfg.cameras):
@@ -519,20 +658,49 @@ def _check_files(cfg: Config, base: Path) -> list[tuple[str, str]]:
                         problems.append((f"cameras[{i}]", f"no detection file for camera '{cam.id}': {d / (cam.id + '.txt')}"))
     model = cfg.detector.model
     looks_local = ("/" in model or os.sep in model or model.endswith(_MODEL_SUFFIXES) or model.endswith("_model"))
-    if cfg.detector.type == "yolo" and looks_local:
-        cfg.detector.model = _resolve(base, model)
-        if not Path(cfg.detector.model).exists():
-            problems.append(("detector.model", f"model file not found: {cfg.detector.model}"))
-    if cfg.reid.weights:
+    if cfg.detector.type == "yolo" and "detector.model" not in skip:
+        beside = _resolve(base, model)
+        if not looks_local and not probe_path(beside)[0] and probe_path(beside)[1] is not None:
+            looks_local = True  # a bare name of a file next to the config: that file, not a download
+        if looks_local or "\x00" in model or len(model) > 255:
+            cfg.detector.model = _resolve(base, model)
+            if _check_model_path("detector.model", cfg.detector.model, problems, "model file"):
+                if Path(cfg.detector.model).is_dir():
+                    why = _check_openvino_folder(cfg.detector.model)
+                    if why:
+                        problems.append(("detector.model", why))
+                elif os.path.getsize(cfg.detector.model) == 0:
+                    problems.append(("detector.model", f"{cfg.detector.model} is an empty file"))
+    if cfg.reid.weights and "reid.weights" not in skip:
         cfg.reid.weights = _resolve(base, cfg.reid.weights)
-        if not Path(cfg.reid.weights).is_file():
-            problems.append(("reid.weights", f"checkpoint not found: {cfg.reid.weights}"))
-    cfg.gallery.state_dir = _resolve(base, cfg.gallery.state_dir)
-    cfg.events.spool_dir = _resolve(base, cfg.events.spool_dir)
+        if _check_model_path("reid.weights", cfg.reid.weights, problems, "checkpoint"):
+            if not Path(cfg.reid.weights).is_file():
+                problems.append(("reid.weights", f"{cfg.reid.weights} is not a file"))
+    # Folders and files the daemon writes: checked now rather than failing minutes into a run.
+    outputs: list[tuple[str, str, bool]] = [("events.spool_dir", "spool_dir", True)]
     if cfg.events.jsonl:
-        cfg.events.jsonl = _resolve(base, cfg.events.jsonl)
+        outputs.append(("events.jsonl", "jsonl", False))
     if cfg.events.crops_dir:
-        cfg.events.crops_dir = _resolve(base, cfg.events.crops_dir)
+        outputs.append(("events.crops_dir", "crops_dir", True))
+    for field, attr, is_dir in outputs:
+        if field in skip:
+            continue
+        value = _resolve(base, getattr(cfg.events, attr))
+        setattr(cfg.events, attr, value)
+        why = check_output_dir(value) if is_dir else check_output_file(value)
+        if why:
+            problems.append((field, why))
+    cfg.gallery.state_dir = _resolve(base, cfg.gallery.state_dir)
+    if cfg.gallery.redis_url is None and "gallery.state_dir" not in skip:
+        why = check_output_dir(cfg.gallery.state_dir)
+        if why:
+            problems.append(("gallery.state_dir", f"{why} (the embedded Redis keeps its data there)"))
+    return problems
+
+
+def _check_consistency(cfg: Config) -> list[tuple[str, str]]:
+    """Checks of the config against itself: they run for every command, whatever it reads."""
+    problems: list[tuple[str, str]] = []
     ids = {c.id for c in cfg.cameras}
     for j, link in enumerate(cfg.matching.topology):
         for field_name in ("src", "dst"):
@@ -550,7 +718,10 @@ def _check_files(cfg: Config, base: Path) -> list[tuple[str, str]]:
 
 
 def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = ".", check_files: bool = True) -> Config:
-    """Validate an already-parsed YAML tree; raise :class:`ConfigError` listing every problem."""
+    """Validate an already-parsed YAML tree; raise :class:`ConfigError` listing every problem.
+
+    ``check_files=False`` skips only what looks at the file system (inputs exist, outputs are writable); the
+    checks of the config against itself always run."""
     problems: list[tuple[str, str]] = []
     if not isinstance(data, dict):
         raise ConfigError(source, [("", "the top level must be a mapping with at least 'cameras'")])
@@ -570,24 +741,78 @@ def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = "."
                     path, msg = msg.split(": ", 1)
             problems.append((path, msg))
         raise ConfigError(source, problems) from None
+    problems += _check_consistency(cfg)
     if check_files:
-        problems += _check_files(cfg, Path(base_dir))
+        problems += _check_files(cfg, Path(base_dir), {p for p, _ in problems})
     if problems:
         raise ConfigError(source, problems)
     return cfg
 
 
-def load_config(path: str | Path, check_files: bool = True) -> Config:
-    """Read, substitute, validate and resolve one cameras.yaml."""
+def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
+    """Values ``node`` stands for once every alias is followed (aliases share nodes: memoised by identity)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise ValueError("a YAML alias refers to itself (a recursive structure)")
+    active.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        n = 1 + sum(_expanded_size(v, memo, active) for v in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n = 1 + sum(_expanded_size(k, memo, active) + _expanded_size(v, memo, active) for k, v in node.value)
+    else:
+        n = 1
+    active.discard(key)
+    memo[key] = n = min(n, MAX_CONFIG_VALUES + 1)  # saturate: the count itself never grows huge
+    return n
+
+
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """Parse a YAML file safely (no Python objects) and within bounds: at most MAX_CONFIG_BYTES, at most
+    MAX_CONFIG_VALUES values once aliases are expanded. Raises :class:`ConfigError`."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(str(path), [("", f"config file not found: {path}")])
+    problem, st = probe_path(str(p))
+    if problem:
+        raise ConfigError(str(path), [("", problem)])
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise ConfigError(str(path), [("", f"{what} file not found: {path}")])
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(str(path), [("", f"{what} file is {st.st_size} bytes; the limit is {MAX_CONFIG_BYTES}")])
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_bytes()[: MAX_CONFIG_BYTES + 1].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [("", f"not a text file: {exc}")]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read it: {exc.strerror or exc}")]) from None
+    if "\x00" in text:
+        raise ConfigError(str(path), [("", "not a text file: it contains a NUL byte")])
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            size = _expanded_size(node, {}, set())
+        except ValueError as exc:
+            raise ConfigError(str(path), [("", f"invalid YAML: {exc}")]) from None
+        except RecursionError:
+            raise ConfigError(str(path), [("", "invalid YAML: nested too deeply")]) from None
+        if size > MAX_CONFIG_VALUES:
+            raise ConfigError(str(path), [("", f"invalid YAML: it expands to more than {MAX_CONFIG_VALUES} values "
+                                               "(aliases that multiply, an 'alias bomb'?)")])
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(str(path), [("", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), [("", f"not a text file: {exc}")]) from None
-    return parse_config(data, str(path), p.resolve().parent, check_files)
+        raise ConfigError(str(path), [("", f"invalid YAML: {where}{getattr(exc, 'problem', None) or exc}")]) from None
+    except RecursionError:
+        raise ConfigError(str(path), [("", "invalid YAML: nested too deeply")]) from None
+    finally:
+        loader.dispose()
+
+
+def load_config(path: str | Path, check_files: bool = True) -> Config:
+    """Read, substitute, validate and resolve one cameras.yaml."""
+    data = read_yaml(path)
+    return parse_config(data, str(path), Path(path).resolve().parent, check_files)

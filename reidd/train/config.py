@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
@@ -107,12 +106,12 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
     source = str(path) if path else "<command line>"
     if path:
         p = Path(path)
-        if not p.is_file():
-            raise TrainConfigError(f"{p}: config file not found")
+        from reidd.config import ConfigError, read_yaml
+
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise TrainConfigError(f"{p}: invalid YAML ({exc})") from None
+            loaded = read_yaml(p, "training config") or {}
+        except ConfigError as exc:
+            raise TrainConfigError(f"{p}: {exc.problems[0][1]}") from None
         if not isinstance(loaded, dict):
             raise TrainConfigError(f"{p}: the top level must be a mapping of config fields")
         data.update(loaded)
