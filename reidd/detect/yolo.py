@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
+
+import numpy as np
 
 from reidd.config import DetectorConfig
 from reidd.detect.base import DetectorLoadError
@@ -23,19 +27,34 @@ class YoloDetector:
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        self._torch_backend = cfg.model.endswith(".pt")
+        if self._torch_backend:
+            _guard_pickle(cfg)
         try:
             self.model = YOLO(cfg.model, task="detect")
         except Exception as exc:  # ultralytics raises many types (FileNotFoundError, ConnectionError, ...)
             hint = ""
             if cfg.model.endswith(".pt") and "/" not in cfg.model:
                 hint = " (ultralytics downloads named weights; without internet point detector.model at a local file)"
-            raise DetectorLoadError(f"detector.model: cannot load '{cfg.model}': {exc}{hint}") from exc
+            raise DetectorLoadError(f"detector.model: cannot load '{cfg.model}': {_one_line(exc)}{hint}") from exc
         self._warm = False
         kept = list(cfg.classes) or None
         self._riders = cfg.riders and kept is not None and MOTORCYCLE in kept and PERSON not in kept
         self._classes = sorted({*kept, PERSON}) if self._riders else kept
         self._two_wheelers = tuple(c for c in (MOTORCYCLE, BICYCLE) if kept and c in kept)
-        self._torch_backend = cfg.model.endswith(".pt")
+        # fp16 on CUDA: 'quantize=16' (ultralytics >= 8.4; 'half' is its deprecated spelling). Nothing on CPU.
+        self._precision = {"quantize": 16} if cfg.half and self.device.startswith("cuda") else {}
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One prediction on a blank frame before any camera opens: exported models are only read and compiled
+        at their first call, so a junk .onnx or a broken OpenVINO folder fails here, as a start-up error."""
+        blank = np.zeros((min(self.cfg.imgsz, 640), min(self.cfg.imgsz, 640), 3), np.uint8)
+        try:
+            self.detect([Frame(camera_id="warm-up", index=0, ts=0.0, image=blank)])
+        except Exception as exc:
+            raise DetectorLoadError(
+                f"detector.model: '{self.cfg.model}' loads but cannot run: {_one_line(exc)}") from exc
 
     def _predict(self, images: list) -> list:
         return self.model.predict(
@@ -45,8 +64,8 @@ class YoloDetector:
             iou=self.cfg.iou,
             classes=self._classes,
             device=self.device,
-            half=self.cfg.half and self.device.startswith("cuda"),
             verbose=False,
+            **self._precision,
         )
 
     def detect(self, frames: list[Frame]) -> list[Detections]:
@@ -65,3 +84,36 @@ class YoloDetector:
             dets = (Detections.from_ultralytics(r) for r in results)
             out.extend(fuse_riders(d, self._two_wheelers) if self._riders else d for d in dets)
         return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _guard_pickle(cfg: DetectorConfig) -> None:
+    """A ``.pt`` is a pickle: loaded as ultralytics does by default, it can run any code it names. Unless
+    ``detector.trust_pickle`` is set, switch ultralytics to its restricted loader (``torch.load(weights_only=True)``
+    against its allow-list of model classes; the documented ``ULTRALYTICS_SAFE_LOAD`` switch) and prove the file
+    loads that way before ultralytics touches it."""
+    from ultralytics.nn import tasks
+
+    if cfg.trust_pickle:
+        tasks.SAFE_LOAD = False
+        log.warning("detector.trust_pickle: loading %s as a full pickle (it can run code: only for files you trust)",
+                    cfg.model)
+        return
+    if not getattr(tasks, "_SafeLoad", None) or not tasks._SafeLoad.SUPPORTED:
+        raise DetectorLoadError(
+            "detector.model: this ultralytics/torch cannot load .pt files safely (needs torch >= 2.6); export the "
+            "model to ONNX/OpenVINO, or set detector.trust_pickle: true for a file you trust")
+    tasks.SAFE_LOAD = True  # YOLO()'s own load below is restricted too
+    if not Path(cfg.model).is_file():
+        return  # a bare name ultralytics may download (official weights); the restricted load still applies
+    try:
+        tasks.torch_safe_load(os.fspath(cfg.model), safe_only=True)
+    except Exception as exc:
+        raise DetectorLoadError(
+            f"detector.model: refused '{cfg.model}': it is not an ultralytics checkpoint that loads safely "
+            f"({_one_line(exc)}); a .pt is a pickle that can run code, so only the known model classes are accepted. "
+            "For a legacy checkpoint you trust, set detector.trust_pickle: true") from exc
