@@ -75,7 +75,13 @@ class Embedder:
         self._tmp = None
         spec = expected_spec(cfg)
         if cfg.weights and cfg.weights.endswith(".onnx"):
-            self._init_onnx(cfg.weights, spec)
+            try:
+                self._init_onnx(cfg.weights, spec)
+            except EmbedderError:
+                raise
+            except Exception as exc:  # protobuf, onnxruntime and spec errors: one start-up error naming the field
+                detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+                raise EmbedderError(f"reid.weights: {cfg.weights} is not a usable reidd ONNX model ({detail})") from exc
         elif cfg.weights:
             from reidd.reid.checkpoint import CheckpointMismatch, load_checkpoint
 
