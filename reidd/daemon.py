@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import signal
@@ -97,25 +98,27 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = metrics or Metrics()
-    jsonl = TrackletJsonlWriter(out / "tracklets.jsonl")
-    mot = MotWriter(out / "mot", [c.id for c in cfg.enabled_cameras])
-    sinks: list = [jsonl, mot]
-    runtime = None
-    holder: dict[str, Pipeline] = {}
-    if cfg.reid.enabled:
-        from reidd.runtime import ReidRuntime
-
-        runtime = ReidRuntime(
-            cfg, live=False, metrics=metrics, redis_url=redis_url,
-            fresh_state_dir=None if redis_url else out / "state", events_jsonl=events_jsonl,
-            crops_dir=(out / "crops") if save_crops else None, crops_relative_to=out, mtmc_path=mtmc_path,
-            clock=lambda: (holder["p"].now() or 0.0) if "p" in holder else 0.0,
-            embeddings_log=(out / "embeddings.jsonl") if save_embeddings else None,
-        )
-        sinks.append(runtime.stage)
-        print(f"redis: {redact_url(runtime.redis_url)}  events stream: {cfg.events.stream}", flush=True)
-    server = _maybe_serve(cfg, metrics, runtime.ready if runtime else None) if serve_metrics else None
+    holder: dict[str, Any] = {}
+    server = _maybe_serve(cfg, metrics, lambda: holder["ready"]() if "ready" in holder else (False, {"starting": True})
+                          ) if serve_metrics else None
+    jsonl = mot = runtime = None
     try:
+        jsonl = TrackletJsonlWriter(out / "tracklets.jsonl")
+        mot = MotWriter(out / "mot", [c.id for c in cfg.enabled_cameras])
+        sinks: list = [jsonl, mot]
+        if cfg.reid.enabled:
+            from reidd.runtime import ReidRuntime
+
+            runtime = ReidRuntime(
+                cfg, live=False, metrics=metrics, redis_url=redis_url,
+                fresh_state_dir=None if redis_url else out / "state", events_jsonl=events_jsonl,
+                crops_dir=(out / "crops") if save_crops else None, crops_relative_to=out, mtmc_path=mtmc_path,
+                clock=lambda: (holder["p"].now() or 0.0) if "p" in holder else 0.0,
+                embeddings_log=(out / "embeddings.jsonl") if save_embeddings else None,
+            )
+            sinks.append(runtime.stage)
+            print(f"redis: {redact_url(runtime.redis_url)}  events stream: {cfg.events.stream}", flush=True)
+        holder["ready"] = runtime.ready if runtime else (lambda: (True, {}))
         pipeline = Pipeline(cfg, replay=True, speed=speed, metrics=metrics, sinks=sinks,
                             on_tick=[runtime.stage.tick] if runtime else [])
         holder["p"] = pipeline
@@ -124,8 +127,9 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
             if runtime is not None:
                 runtime.finish()
     finally:
-        jsonl.close()
-        mot.close()
+        for writer in (jsonl, mot):
+            if writer is not None:
+                writer.close()
         if runtime is not None:
             runtime.close()
         if server:
@@ -150,10 +154,20 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
     return (1 if result.failed else 0), result
 
 
+class MetricsBindError(RuntimeError):
+    """metrics.host:metrics.port cannot be served (in use, not an address of this machine, ...)."""
+
+
 def _maybe_serve(cfg: Config, metrics: Metrics, readiness: Any = None) -> MetricsServer | None:
+    """Bind the metrics endpoint first of all, so a port in use is a start-up error, not one after model loading."""
     if not cfg.metrics.enabled:
         return None
-    server = MetricsServer(metrics, cfg.metrics.host, cfg.metrics.port, readiness).start()
+    try:
+        server = MetricsServer(metrics, cfg.metrics.host, cfg.metrics.port, readiness).start()
+    except OSError as exc:
+        what = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be served ({exc.strerror or exc})"
+        raise MetricsBindError(f"metrics.port: {cfg.metrics.host}:{cfg.metrics.port} {what} "
+                               "(set metrics.port to a free port, 0 for any, or metrics.enabled: false)") from None
     log.info("metrics at %s (health: /healthz, readiness: /readyz)", server.url)
     return server
 
@@ -162,26 +176,13 @@ def run_live(cfg: Config, *, metrics: Metrics | None = None) -> int:
     """``reidd run``: process the cameras until they end or SIGTERM; exit 0 after a clean drain."""
     metrics = metrics or Metrics()
     runtime = None
-    holder: dict[str, Pipeline] = {}
+    holder: dict[str, Any] = {}
     sinks: list = [TrackletLogger()]
-    if cfg.reid.enabled:
-        from reidd.runtime import ReidRuntime
-
-        # Live streams are on the wall clock: give the gallery time.time itself (it then also audits Redis
-        # for entries other daemons removed). Files played by `run` are on media time: the pipeline clock.
-        clock = time.time if all(c.is_live for c in cfg.enabled_cameras) else (
-            lambda: (holder["p"].now() or time.time()) if "p" in holder else time.time())
-        runtime = ReidRuntime(cfg, live=True, metrics=metrics, clock=clock)
-        sinks.append(runtime.stage)
-        shown = redact_url(runtime.redis_url)
-        log.info("redis %s; subscribe to stream '%s' (reidd events tail --redis-url %s)",
-                 shown, cfg.events.stream, shown)
-    pipeline = Pipeline(cfg, replay=False, metrics=metrics, sinks=sinks,
-                        on_tick=[runtime.stage.tick] if runtime else [])
-    holder["p"] = pipeline
 
     def readiness() -> tuple[bool, dict]:
-        streaming = [c for c, s in pipeline.summary.items() if s.state == "streaming"]
+        if "p" not in holder:
+            return False, {"starting": True, "model_loaded": False}
+        streaming = [c for c, s in holder["p"].summary.items() if s.state == "streaming"]
         detail: dict = {"cameras_streaming": streaming, "model_loaded": True}
         ok = bool(streaming)
         if runtime is not None:
@@ -193,6 +194,23 @@ def run_live(cfg: Config, *, metrics: Metrics | None = None) -> int:
     server = _maybe_serve(cfg, metrics, readiness)
     t0 = time.time()
     try:
+        if cfg.reid.enabled:
+            from reidd.runtime import ReidRuntime
+
+            # Live streams are on the wall clock: give the gallery time.time itself (it then also audits Redis
+            # for entries other daemons removed). Files played by `run` are on media time: the pipeline clock.
+            clock = time.time if all(c.is_live for c in cfg.enabled_cameras) else (
+                lambda: (holder["p"].now() or time.time()) if "p" in holder else time.time())
+            runtime = ReidRuntime(cfg, live=True, metrics=metrics, clock=clock)
+            sinks.append(runtime.stage)
+            shown = redact_url(runtime.redis_url)
+            how = ("reidd events tail --config CAMERAS.yaml: the embedded server's password is in "
+                   f"{cfg.gallery.state_dir}/redis.url, readable by you only") if cfg.gallery.redis_url is None else (
+                   f"reidd events tail --redis-url {shown}")
+            log.info("redis %s; subscribe to stream '%s' (%s)", shown, cfg.events.stream, how)
+        pipeline = Pipeline(cfg, replay=False, metrics=metrics, sinks=sinks,
+                            on_tick=[runtime.stage.tick] if runtime else [])
+        holder["p"] = pipeline
         with _SignalStop(pipeline):
             result = pipeline.run()
             if runtime is not None:
