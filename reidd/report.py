@@ -148,6 +148,7 @@ class CropStats:
     from_files: int = 0
     from_video: int = 0
     missing: int = 0
+    refused: int = 0  # best_crop paths outside the crops folders (absolute, '..', symlinks out): never read
 
 
 def _encode_jpeg(image: Any, max_px: int) -> str | None:
@@ -169,23 +170,49 @@ def _encode_jpeg(image: Any, max_px: int) -> str | None:
 class CropSource:
     """Finds an image for a tracklet event: a saved crop file, else a cut from the camera's video."""
 
-    def __init__(self, videos: dict[str, Path], events_dir: Path, crops_dir: Path | None, max_px: int):
+    def __init__(self, videos: dict[str, Path], events_dir: Path, crops_dir: Path | None, max_px: int,
+                 config_crops_dir: Path | None = None):
         self.videos = videos
         self.events_dir = events_dir
         self.crops_dir = crops_dir
         self.max_px = max_px
         self.stats = CropStats()
+        # An events file is input like any other: its best_crop paths may only name files inside the crops
+        # folders (--crops-dir; else OUT/crops beside the events and the config's events.crops_dir).
+        roots = [crops_dir] if crops_dir is not None else [events_dir / "crops", config_crops_dir]
+        self.roots = [r.resolve() for r in roots if r is not None]
+
+    def _inside_roots(self, p: Path) -> tuple[Path | None, bool]:
+        """``(the real file, False)`` when ``p`` is a file inside a crops folder; ``(None, True)`` when it exists
+        outside them; ``(None, False)`` when there is no such file."""
+        from reidd.config import probe_path
+
+        problem, st = probe_path(str(p))
+        if problem or st is None:
+            return None, False
+        real = p.resolve()  # follows every symlink: a link pointing out of the folder is outside
+        if not any(real.is_relative_to(root) for root in self.roots):
+            return None, True
+        return (real, False) if real.is_file() else (None, False)
 
     def _crop_file(self, ev: dict[str, Any]) -> Path | None:
         candidates: list[Path] = []
-        if ev.get("best_crop"):
-            p = Path(ev["best_crop"])
+        named = ev.get("best_crop")
+        if isinstance(named, str) and named:
+            p = Path(named)
             candidates.append(p if p.is_absolute() else self.events_dir / p)
             if self.crops_dir is not None:
                 candidates.append(self.crops_dir / p.name)
-        if self.crops_dir is not None:
-            candidates.append(self.crops_dir / (ev["tracklet_id"].replace(":", "_") + ".jpg"))
-        return next((p for p in candidates if p.is_file()), None)
+        if self.crops_dir is not None and isinstance(ev.get("tracklet_id"), str):
+            candidates.append(self.crops_dir / (ev["tracklet_id"].replace(":", "_").replace("/", "_") + ".jpg"))
+        refused = False
+        for p in candidates:
+            real, outside = self._inside_roots(p)
+            if real is not None:
+                return real
+            refused = refused or outside
+        self.stats.refused += int(refused)
+        return None
 
     def images(self, events: list[dict[str, Any]], progress: bool = False) -> dict[str, str | None]:
         """``tracklet_id -> data URI`` (None when no image can be found) for every event given."""
@@ -485,6 +512,19 @@ def _camera_videos(config_path: Path) -> tuple[list[str], dict[str, Path]]:
     return [c.id for c in cfg.enabled_cameras], videos
 
 
+def _config_crops_dir(config_path: Path) -> Path | None:
+    from reidd.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_path, check_files=False)
+    except ConfigError:
+        return None
+    if not cfg.events.crops_dir:
+        return None
+    p = Path(cfg.events.crops_dir).expanduser()
+    return p if p.is_absolute() else config_path.resolve().parent / p
+
+
 def build_report(events: str | Path, config: str | Path, out: str | Path, *, crops_dir: str | Path | None = None,
                  max_matches: int = DEFAULT_MAX_MATCHES, max_tracklets: int = DEFAULT_MAX_TRACKLETS,
                  crop_size: int = DEFAULT_CROP_SIZE, progress: bool = False) -> ReportResult:
@@ -508,7 +548,7 @@ def build_report(events: str | Path, config: str | Path, out: str | Path, *, cro
     cameras = cam_ids + sorted(set(summary.cameras) - set(cam_ids))
     wanted = {m[side]["tracklet_id"] for m in summary.matches for side in ("query", "gallery")}
     tracklets = tracklet_events(events, wanted) if wanted else {}
-    source = CropSource(videos, events.resolve().parent, crops, crop_size)
+    source = CropSource(videos, events.resolve().parent, crops, crop_size, config_crops_dir=_config_crops_dir(config))
     images = source.images([tracklets[t] for t in sorted(tracklets)], progress=progress)
     page = render_html(summary, cameras, images, title=f"reidd report: {events.parent.name or events.name}",
                        sources=f"events {events.resolve()} · config {config.resolve()} · generated "
@@ -531,7 +571,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     c = res.crops
     print(f"wrote {res.path} ({res.bytes / 1024:.0f} KiB): {len(res.cameras)} camera(s), {res.tracklets} tracklets, "
           f"{res.matches} matches ({res.matches_shown} shown); crops: {c.from_files} from files, "
-          f"{c.from_video} cut from videos, {c.missing} missing")
+          f"{c.from_video} cut from videos, {c.missing} missing"
+          + (f", {c.refused} best_crop paths outside the crops folder refused" if c.refused else ""))
     return 0
 
 
