@@ -58,7 +58,11 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 def test_embedded_redis_persists_across_restart_and_stops_cleanly(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with EmbeddedRedis(state) as first:
-        assert first.url.startswith("redis://127.0.0.1:") and first.port > 0
+        assert first.url.startswith(f"redis://:{first.password}@127.0.0.1:") and first.port > 0
+        assert len(first.password) >= 24
+        with pytest.raises(redis.exceptions.AuthenticationError):  # no password, no gallery
+            redis.Redis(port=first.port, socket_timeout=2).get("anything")
+        assert (state / "redis.conf").stat().st_mode & 0o077 == 0 and state.stat().st_mode & 0o077 == 0
         client = redis.Redis.from_url(first.url)
         assert client.ping()
         client.set("reidd-test:k", b"kept")

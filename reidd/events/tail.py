@@ -126,12 +126,20 @@ def _resolve(args: argparse.Namespace) -> tuple[str, str] | None:
         if url is None:
             url = cfg.gallery.redis_url
             if url is None:
-                print(
-                    f"error: {args.config}: gallery.redis_url is unset, so the daemon runs an embedded Redis on a "
-                    "local port it prints at start; pass --redis-url with that URL",
-                    file=sys.stderr,
-                )
-                return None
+                from pathlib import Path
+
+                from reidd.gallery.redis_server import embedded_url
+
+                state = Path(cfg.gallery.state_dir).expanduser()
+                state = state if state.is_absolute() else Path(args.config).resolve().parent / state
+                url = embedded_url(state)
+                if url is None:
+                    print(
+                        f"error: {args.config}: gallery.redis_url is unset and no embedded Redis is running on "
+                        f"{state} (start `reidd run --config {args.config}` first, or pass --redis-url)",
+                        file=sys.stderr,
+                    )
+                    return None
     if url is None:
         print("error: pass --redis-url URL or --config FILE", file=sys.stderr)
         return None

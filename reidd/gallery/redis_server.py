@@ -6,7 +6,10 @@ starts :class:`EmbeddedRedis` on ``cfg.state_dir``. The embedded server:
 * is a child process (``daemonize no``) in its own session, so a Ctrl-C aimed at the daemon does not
   kill Redis before the daemon has drained; :meth:`EmbeddedRedis.stop` (also registered with
   ``atexit``) shuts it down with a save;
-* listens on 127.0.0.1 only, on a free TCP port when ``port=0``, with no unix socket;
+* listens on 127.0.0.1 only, on a free TCP port when ``port=0``, with no unix socket, and requires a
+  password drawn afresh at every start (``requirepass``): other local users can reach the port but not
+  the gallery or the events. The password travels only in the URL ``start()`` returns and in the
+  config file, which like the whole ``state_dir`` is readable by the owner only (0600 / 0700);
 * keeps its data in ``state_dir`` (append-only file plus RDB snapshots when ``persist``), writes its
   config, log and pid file there, and holds an exclusive lock file so two daemons never run a server
   on the same folder. A server left behind by a killed daemon (its pid file names a live
@@ -19,6 +22,7 @@ import atexit
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -92,6 +96,7 @@ class EmbeddedRedis:
     LOG_NAME = "redis.log"
     PID_NAME = "redis.pid"
     LOCK_NAME = "redis.lock"
+    URL_NAME = "redis.url"  # the running server's URL with its password (0600): `reidd events tail --config`
 
     def __init__(self, state_dir: str | Path, port: int = 0, host: str = "127.0.0.1", persist: bool = True):
         if not 0 <= port <= 65535:
@@ -102,6 +107,7 @@ class EmbeddedRedis:
         self.persist = persist
         self.port = port
         self.url = ""
+        self.password = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock: IO[str] | None = None
 
@@ -122,9 +128,11 @@ class EmbeddedRedis:
         if self.pid is not None:
             return self.url
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.state_dir, 0o700)  # the data set, the AOF and the password are the owner's only
         except OSError as exc:
             raise RedisUnavailable(f"gallery.state_dir: cannot create {self.state_dir}: {exc}") from exc
+        self.password = secrets.token_urlsafe(24)
         self._acquire_lock()
         try:
             self._reap_stale()
@@ -142,7 +150,8 @@ class EmbeddedRedis:
         except BaseException:
             self._release_lock()
             raise
-        self.url = f"redis://{self.host}:{self.port}/0"
+        self.url = f"redis://:{self.password}@{self.host}:{self.port}/0"
+        _write_private(self.state_dir / self.URL_NAME, self.url + "\n")
         atexit.register(self.stop)
         return self.url
 
@@ -168,8 +177,9 @@ class EmbeddedRedis:
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         proc.wait()
-            with contextlib.suppress(FileNotFoundError):
-                (self.state_dir / self.PID_NAME).unlink()
+            for name in (self.PID_NAME, self.URL_NAME):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.state_dir / name).unlink()
         self._release_lock()
 
     # ------------------------------------------------------------------ internals
@@ -178,6 +188,7 @@ class EmbeddedRedis:
         return redis.Redis(
             host=self.host,
             port=self.port,
+            password=self.password or None,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
@@ -194,6 +205,7 @@ class EmbeddedRedis:
             f'pidfile "{(self.state_dir / self.PID_NAME).resolve()}"',
             "loglevel warning",  # startup/bind failures still logged; no per-save chatter growing for months
             "databases 16",
+            f"requirepass {self.password}",
         ]
         if self.persist:
             lines += [
@@ -211,7 +223,7 @@ class EmbeddedRedis:
 
     def _launch(self, binary: str, timeout: float) -> None:
         conf = self.state_dir / self.CONFIG_NAME
-        conf.write_text(self._config_text(), encoding="utf-8")
+        _write_private(conf, self._config_text())
         self._proc = subprocess.Popen(
             [binary, str(conf.resolve())],
             cwd=self.state_dir,
@@ -293,6 +305,26 @@ class EmbeddedRedis:
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by the owner only (created afresh, so an older mode never carries over)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def embedded_url(state_dir: str | Path) -> str | None:
+    """The URL (with password) of the embedded server running on ``state_dir``, None when none runs."""
+    path = Path(state_dir) / EmbeddedRedis.URL_NAME
+    try:
+        url = path.read_text(encoding="utf-8").strip()
+        pid = int((Path(state_dir) / EmbeddedRedis.PID_NAME).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+    return url if url.startswith("redis://") and _is_redis_process(pid, Path(state_dir)) else None
 
 
 def connect(cfg: GalleryConfig) -> tuple[redis.Redis, EmbeddedRedis | None]:
