@@ -94,7 +94,39 @@ class Pipeline:
         self._synced: dict[str, tuple[int, int, int]] = {}
         self._restart_at: dict[str, float] = {}
         self._restart_delay: dict[str, float] = {}
+        self._prepare_metrics()
         self.metrics.model_loaded.set(1.0)
+
+    # ------------------------------------------------------------------ metrics
+    def _prepare_metrics(self) -> None:
+        """Create this run's label sets up front and register the collectors (queues; gallery and matcher of
+        any sink or tick hook that has a ``matcher``, i.e. the re-ID stage)."""
+        m = self.metrics
+        owners = [*self.sinks, *(getattr(fn, "__self__", None) for fn in self.on_tick)]
+        matchers = {id(mt): mt for mt in (getattr(o, "matcher", None) for o in owners)
+                    if mt is not None and hasattr(mt, "gallery")}
+        ids = [c.id for c in self.cams]
+        pairs: set[tuple[str, str]] = set()
+        if matchers:
+            for link in self.cfg.matching.topology:  # (query camera, gallery camera)
+                pairs.add((link.dst, link.src))
+                if link.bidirectional:
+                    pairs.add((link.src, link.dst))
+        m.prepare(ids, stages=tuple(self.stage_seconds) + (("embed",) if matchers else ()),
+                  match_pairs=sorted(p for p in pairs if p[0] in self.order), reid=bool(matchers))
+        for matcher in matchers.values():
+            m.watch_reid(matcher)
+        self._queue_collector = f"pipeline-{id(self)}-queues"
+        m.add_collector(self._queue_collector, self._collect_queue_depths)
+
+    def _collect_queue_depths(self) -> None:
+        for cam_id, reader in list(self.readers.items()):
+            self.metrics.queue_depth.labels(camera=cam_id).set(reader.queue_depth)
+
+    def _sync_metrics(self) -> None:
+        for cam_id in self.order:
+            self._sync_source_metrics(cam_id)
+        self.metrics.refresh()
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -133,9 +165,11 @@ class Pipeline:
         finally:
             for r in self.readers.values():
                 r.stop()
-            for cam_id in self.order:
-                self._sync_source_metrics(cam_id)
-            self._emit_all_open("end")
+            try:
+                self._emit_all_open("end")
+            finally:
+                self._sync_metrics()
+                self.metrics.remove_collector(self._queue_collector)  # do not keep readers (and frames) alive
         return PipelineResult(
             {k: v for k, v in self.summary.items()},
             dict(self.stage_seconds),
@@ -176,8 +210,7 @@ class Pipeline:
             if batch:
                 self._process(batch)
             if time.monotonic() - last_sync > 0.5:
-                for c in self.order:
-                    self._sync_source_metrics(c)
+                self._sync_metrics()
                 last_sync = time.monotonic()
 
     # ------------------------------------------------------------------ live: take what is there
@@ -210,8 +243,7 @@ class Pipeline:
             else:
                 self._stop.wait(0.005)
             if time.monotonic() - last_sync > 0.5:
-                for c in self.order:
-                    self._sync_source_metrics(c)
+                self._sync_metrics()
                 last_sync = time.monotonic()
                 if not batch and self._clock_ts is not None:
                     # no frames: let time move on (with wall time) so pending decisions still happen
@@ -230,6 +262,7 @@ class Pipeline:
         m.detector_batch.observe(len(batch))
         m.stage_seconds.labels(stage="detect").observe(dt)
         closed: list[Tracklet] = []
+        track_s = tracklets_s = 0.0
         for frame, d in zip(batch, dets):
             cam_id = frame.camera_id
             t = time.perf_counter()
@@ -238,12 +271,16 @@ class Pipeline:
             t2 = time.perf_counter()
             closed += self.builders[cam_id].update(frame, tracks)
             t3 = time.perf_counter()
-            self.stage_seconds["track"] += t2 - t
-            self.stage_seconds["tracklets"] += t3 - t2
+            track_s += t2 - t
+            tracklets_s += t3 - t2
             self.summary[cam_id].frames += 1
             m.frames_processed.labels(camera=cam_id).inc()
             m.active_tracks.labels(camera=cam_id).set(self.trackers[cam_id].active_count())
             m.open_tracklets.labels(camera=cam_id).set(self.builders[cam_id].open_count)
+        self.stage_seconds["track"] += track_s
+        self.stage_seconds["tracklets"] += tracklets_s
+        m.stage_seconds.labels(stage="track").observe(track_s)  # per detector batch, like "detect"
+        m.stage_seconds.labels(stage="tracklets").observe(tracklets_s)
         self._emit(closed)
         self._tick(max(f.ts for f in batch))
 
@@ -290,7 +327,9 @@ class Pipeline:
         t = time.perf_counter()
         for sink in self.sinks:
             sink(tracklets)
-        self.stage_seconds["sinks"] += time.perf_counter() - t
+        dt = time.perf_counter() - t
+        self.stage_seconds["sinks"] += dt
+        self.metrics.stage_seconds.labels(stage="sinks").observe(dt)
 
     def _sync_source_metrics(self, cam_id: str) -> None:
         reader = self.readers.get(cam_id)
@@ -309,6 +348,5 @@ class Pipeline:
         self._synced[cam_id] = cur
         if st.last_frame_wall:
             m.source_last_frame.labels(camera=cam_id).set(st.last_frame_wall)
-        depth = getattr(reader, "queue_depth", None)
-        if depth is not None:
-            m.queue_depth.labels(camera=cam_id).set(depth() if callable(depth) else depth)
+        m.queue_depth.labels(camera=cam_id).set(reader.queue_depth)
+

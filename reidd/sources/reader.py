@@ -7,6 +7,8 @@ and hands frames to the pipeline through a small bounded queue:
 * live (``replay=False``): the newest frame wins; when the queue is full the oldest queued frame is
   dropped and counted in :attr:`SourceStats.frames_dropped`.
 
+:attr:`CameraReader.queue_depth` is how many frames wait in that queue (``reidd_queue_depth``).
+
 Whatever happens, the queue ends with exactly one :class:`SourceEnd` telling why the reader stopped.
 """
 
@@ -233,6 +235,17 @@ class CameraReader:
             log.warning("camera %s: reader thread still inside a blocking read; it will exit when it returns",
                         self.camera_id)
         self._end(SourceState.STOPPED, None)
+
+    @property
+    def queue_depth(self) -> int:
+        """Frames queued for the pipeline right now (the final :class:`SourceEnd` is not counted).
+
+        At most ``cam.queue_size``; safe to read from any thread (the ``reidd_queue_depth`` metric)."""
+        with self._cond:
+            n = len(self._buf)
+            if n and self._ended and isinstance(self._buf[-1], SourceEnd):
+                n -= 1
+            return n
 
     @property
     def alive(self) -> bool:
