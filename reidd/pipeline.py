@@ -87,7 +87,10 @@ class Pipeline:
         self.order = {c.id: i for i, c in enumerate(self.cams)}
         self.readers: dict[str, CameraReader] = {}
         self.trackers = {c.id: CameraTracker(cfg.tracker) for c in self.cams}
-        self.builders = {c.id: TrackletBuilder(c.id, cfg.tracklets) for c in self.cams}
+        # live sources: tracklet ids carry this run's tag (its start, base 36), since the tracker counts from 1
+        # again after a restart; files keep plain ids (deterministic, and a restart on them repeats its events)
+        session = _base36(int(time.time())) if not replay else ""
+        self.builders = {c.id: TrackletBuilder(c.id, cfg.tracklets, session if c.is_live else "") for c in self.cams}
         self.summary = {c.id: CameraSummary(c.id) for c in self.cams}
         self.stage_seconds: dict[str, float] = {"detect": 0.0, "track": 0.0, "tracklets": 0.0, "sinks": 0.0}
         self._stop = threading.Event()
@@ -350,3 +353,12 @@ class Pipeline:
             m.source_last_frame.labels(camera=cam_id).set(st.last_frame_wall)
         m.queue_depth.labels(camera=cam_id).set(reader.queue_depth)
 
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out

@@ -136,9 +136,15 @@ class Tracklet:
     crops: list[Crop]
     reason: str
     cls: int  # majority class over the boxes
+    # Live sources: a tag of this run of the daemon (its start time), because the tracker's local ids start
+    # again at 1 after a restart and must not take over the previous run's tracklets (gallery entries, event
+    # ids). Files: empty, so a file gives the same ids at every run (deterministic replay, restart dedupe).
+    session: str = ""
 
     @property
     def tracklet_id(self) -> str:
+        if self.session:
+            return f"{self.camera_id}:{self.session}-{self.local_id}:{self.segment}"
         return f"{self.camera_id}:{self.local_id}:{self.segment}"
 
     @property

@@ -12,8 +12,11 @@ that offset and replays of the same file give byte-identical events. A tracklet 
 its ``last_ts``; a match event's instant is the query tracklet's ``last_ts``.
 
 ``event_id`` is the first 128 bits (hex) of a SHA-256 over the event's identity (type, daemon id and
-tracklet ids, plus frame range or global id), so the same input always gives the same id and a
-redelivered event is recognisable (the Redis sink deduplicates on it).
+tracklet ids, plus the global id for matches), so the same input always gives the same id and a
+redelivered event is recognisable (the Redis sink deduplicates on it). A tracklet event's id does not
+depend on its frames: after a restart on the same files, the tracklet keeps its first event even when
+frames were dropped differently (live pacing), and its decision is repeated, so no event contradicts
+another. Live sources tag their tracklet ids with the run (``Tracklet.session``), so they never collide.
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ def tracklet_event(
     )
     if association is not None:
         payload["association"] = _plain(association, "association")
-    eid = _event_id("tracklet", daemon_id, payload["tracklet_id"], payload["first_frame"], payload["last_frame"])
+    eid = _event_id("tracklet", daemon_id, payload["tracklet_id"])
     return Event(event_id=eid, type="tracklet", payload=payload)
 
 

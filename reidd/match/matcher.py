@@ -16,6 +16,12 @@ assignment, ambiguity margin); this class does everything with state and I/O aro
 
 Decisions are logged (and carried by match events) with the candidates, their scores and the reason.
 
+Restarts: a tracklet that is already in the gallery (decided before the daemon was killed and started
+again on the same input and Redis) keeps the decision it got then: its global id and, when it matched,
+the same entry. Its events are then the same events (same ids: the sinks drop them as duplicates), so no
+event ever contradicts an earlier one. The entry records what it matched (``attributes["matched"]``), and
+claims are rebuilt from those records.
+
 Redis outages: a failed gallery sync is skipped; when global ids cannot be allocated the groups stay
 pending and are decided once Redis answers again (nothing is lost, only delayed); gallery writes that
 fail are kept in a small local overlay, still searched, and written when Redis is back.
@@ -50,6 +56,7 @@ class Decision:
     explanation: dict | None = None  # reason and scored candidates (the policy's decision)
     score: float | None = None  # the accepted candidate's calibrated score
     new_vehicle: bool = False  # a new global id was allocated for it
+    prior: bool = False  # decided before a restart: repeated, not decided again
 
 
 @dataclass
@@ -229,20 +236,29 @@ class Matcher:
             self.gallery.sync()
         except redis.RedisError as exc:
             self._redis_failed("gallery sync", exc)
-        queries = [self._query(g) for g in self.pending]
-        scored = [self.policy.score(q, self._candidates(q), record=r) for q, r in zip(queries, ready)]
-        decided = self.policy.assign(queries, scored, ready, set(self._claimed))
+        try:
+            prior = {id(g): e for g in self.pending if (e := self._prior(g)) is not None}
+        except redis.RedisError as exc:
+            self._redis_failed("gallery lookup (decisions deferred)", exc)
+            return []
+        fresh = [(g, r) for g, r in zip(self.pending, ready) if id(g) not in prior]
+        queries = [self._query(g) for g, _ in fresh]
+        scored = [self.policy.score(q, self._candidates(q), record=r) for q, (_, r) in zip(queries, fresh)]
+        decided = self.policy.assign(queries, scored, [r for _, r in fresh], set(self._claimed))
         by_id = {d.query_id: d for d in decided}
         groups = [g for g, r in zip(self.pending, ready) if r]
         try:
             new_ids = {id(g): self.gallery.allocate_global_id() for g in groups
-                       if by_id[g.first.tracklet.tracklet_id].chosen is None}
+                       if id(g) not in prior and by_id[g.first.tracklet.tracklet_id].chosen is None}
         except redis.RedisError as exc:
             self._redis_failed("global id allocation (decisions deferred)", exc)
             return []
         self._followers = []
         for g in sorted(groups, key=lambda g: (g.first.tracklet.last_ts, g.camera_id, g.first.tracklet.local_id,
                                                g.first.tracklet.segment)):
+            if id(g) in prior:
+                out += self._prior_decisions(g, prior[id(g)])
+                continue
             pd = by_id[g.first.tracklet.tracklet_id]
             out += self._group_decisions(g, pd, new_ids.get(id(g)))
         self.pending = [g for g, r in zip(self.pending, ready) if not r]
@@ -271,16 +287,45 @@ class Matcher:
         rest = {"reason": f"fragment of {t.tracklet_id}"}
         return [first] + [Decision(m, gid, None, None, rest) for m in g.members[1:]]
 
+    def _prior(self, g: _Group) -> GalleryEntry | None:
+        """The gallery entry of the group's first tracklet when it was decided before (a restart), else None."""
+        e = self.gallery.get(g.first.tracklet.tracklet_id)
+        return e if e is not None and e.camera_id == g.camera_id else None
+
+    def _prior_decisions(self, g: _Group, prior: GalleryEntry) -> list[Decision]:
+        """Repeat the decision the group's first tracklet got before a restart: same id, same match."""
+        q = g.first
+        t = q.tracklet
+        gid = int(prior.global_id)
+        explanation = {"reason": "decided before a restart: the earlier decision stands"}
+        matched = prior.attributes.get("matched")
+        m = None
+        other = self.entry(matched) if isinstance(matched, str) else None
+        if other is not None:
+            self._claim((other.tracklet_id, t.camera_id))
+            cos = float(np.dot(q.embedding, other.embedding))
+            transit = t.first_ts - other.last_ts if t.first_ts >= other.last_ts else other.first_ts - t.last_ts
+            m = Match(t.tracklet_id, t.camera_id, other.tracklet_id, other.camera_id, cos, transit, gid)
+        g.gid = gid
+        log.info("restart: %s keeps gid=%d%s", t.tracklet_id, gid, f" (match {matched})" if m else "")
+        first = Decision(q, gid, m, None, explanation, None, prior=True)
+        rest = {"reason": f"fragment of {t.tracklet_id}"}
+        return [first] + [Decision(mm, gid, None, None, rest, prior=self.gallery.get(mm.tracklet.tracklet_id) is not None)
+                          for mm in g.members[1:]]
+
     def _commit(self, decisions: list[Decision]) -> None:
         for d in decisions:
             t = d.query.tracklet
             self._remember_track((t.camera_id, t.local_id), d.global_id)
+            if d.prior:
+                continue  # its entry is in the gallery already
             cls_share = sum(b.cls == t.cls for b in t.boxes) / len(t.boxes)
             entry = GalleryEntry(
                 tracklet_id=t.tracklet_id, camera_id=t.camera_id, first_ts=t.first_ts, last_ts=t.last_ts,
                 embedding=d.query.embedding, global_id=d.global_id,
                 attributes={"cls": t.cls, "cls_share": round(cls_share, 3), "num_boxes": len(t.boxes),
                             "local_id": t.local_id,
+                            "matched": None if d.match is None else d.match.gallery_id,
                             "colour": None if d.query.colour is None else [round(float(v), 5) for v in d.query.colour]},
             )
             if self._unsaved:

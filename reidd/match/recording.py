@@ -32,7 +32,8 @@ class RecordingError(ValueError):
 
 def _tracklet_record(t: Tracklet) -> dict:
     return {"cam": t.camera_id, "lid": t.local_id, "seg": t.segment, "reason": t.reason, "cls": t.cls,
-            "boxes": [[b.frame, b.ts, *b.xyxy, b.conf, b.cls] for b in t.boxes]}
+            "boxes": [[b.frame, b.ts, *b.xyxy, b.conf, b.cls] for b in t.boxes],
+            **({"ses": t.session} if t.session else {})}
 
 
 def _tracklet(d: dict) -> Tracklet:
@@ -40,7 +41,8 @@ def _tracklet(d: dict) -> Tracklet:
                        int(b[7])) for b in d["boxes"]]
     if not boxes:
         raise ValueError("a tracklet without boxes")
-    return Tracklet(str(d["cam"]), int(d["lid"]), int(d["seg"]), boxes, [], str(d["reason"]), int(d["cls"]))
+    return Tracklet(str(d["cam"]), int(d["lid"]), int(d["seg"]), boxes, [], str(d["reason"]), int(d["cls"]),
+                    str(d.get("ses", "")))
 
 
 class EmbeddingLog:

@@ -46,9 +46,10 @@ class _Open:
 class TrackletBuilder:
     """One per camera. Call :meth:`update` with every processed frame's tracks, :meth:`flush` at the end."""
 
-    def __init__(self, camera_id: str, cfg: TrackletConfig):
+    def __init__(self, camera_id: str, cfg: TrackletConfig, session: str = ""):
         self.camera_id = camera_id
         self.cfg = cfg
+        self.session = session  # see Tracklet.session
         self._open: dict[int, _Open] = {}
         self._tick = 0
         self.dropped_short = 0
@@ -129,4 +130,4 @@ class TrackletBuilder:
             st.boxes = [dataclasses.replace(b, cls=MOTORCYCLE) if b.cls == PERSON else b for b in st.boxes]
             cls = MOTORCYCLE
         self.closed += 1
-        return [Tracklet(self.camera_id, st.local_id, st.segment, st.boxes, crops, reason, cls)]
+        return [Tracklet(self.camera_id, st.local_id, st.segment, st.boxes, crops, reason, cls, self.session)]
