@@ -15,8 +15,8 @@ start of a run (a counter at 0 rather than absent). :func:`serve` starts a small
 
 * ``/metrics``  Prometheus text format,
 * ``/healthz``  200 while the process is alive,
-* ``/readyz``   200 when the readiness callback says so (Redis reachable, a camera streaming,
-  model loaded), else 503 with the reasons as JSON.
+* ``/readyz``   200 when the readiness callback says so (models loaded, a camera streaming, events
+  delivered or kept in the spool), else 503 with the reasons as JSON.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Metrics:
             "reidd_events_published_total", "Events delivered to the Redis stream.", registry=r
         )
         self.events_refused = Counter(
-            "reidd_events_refused_total", "Events refused because the spool was full (logged as errors).",
+            "reidd_events_refused_total", "Events refused: the spool at its bound or its disk failing (full, read-only) while Redis is down (logged once).",
             registry=r,
         )
         self.event_failures = Counter(

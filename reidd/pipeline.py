@@ -102,23 +102,19 @@ class Pipeline:
 
     # ------------------------------------------------------------------ metrics
     def _prepare_metrics(self) -> None:
-        """Create this run's label sets up front and register the collectors (queues; gallery and matcher of
-        any sink or tick hook that has a ``matcher``, i.e. the re-ID stage)."""
+        """Create this run's label sets up front and register the queue-depth collector (the re-ID runtime
+        registers its own for the gallery and the matcher)."""
         m = self.metrics
-        owners = [*self.sinks, *(getattr(fn, "__self__", None) for fn in self.on_tick)]
-        matchers = {id(mt): mt for mt in (getattr(o, "matcher", None) for o in owners)
-                    if mt is not None and hasattr(mt, "gallery")}
+        reid = self.cfg.reid.enabled
         ids = [c.id for c in self.cams]
         pairs: set[tuple[str, str]] = set()
-        if matchers:
+        if reid:
             for link in self.cfg.matching.topology:  # (query camera, gallery camera)
                 pairs.add((link.dst, link.src))
                 if link.bidirectional:
                     pairs.add((link.src, link.dst))
-        m.prepare(ids, stages=tuple(self.stage_seconds) + (("embed",) if matchers else ()),
-                  match_pairs=sorted(p for p in pairs if p[0] in self.order), reid=bool(matchers))
-        for matcher in matchers.values():
-            m.watch_reid(matcher)
+        m.prepare(ids, stages=tuple(self.stage_seconds) + (("embed",) if reid else ()),
+                  match_pairs=sorted(p for p in pairs if p[0] in self.order), reid=reid)
         self._queue_collector = f"pipeline-{id(self)}-queues"
         m.add_collector(self._queue_collector, self._collect_queue_depths)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import socket
 import time
@@ -50,8 +49,63 @@ class MtmcWriter:
         return self.path
 
 
+def events_readiness(health: dict, redis_ok: bool, grace_s: float) -> tuple[bool, dict]:
+    """Whether events are delivered, kept or lost, from :meth:`RedisStreamSink.health` and a Redis PING.
+
+    Delivering means Redis answers and deliveries have not failed for ``grace_s`` seconds or more. Not ready
+    (``state: failing``) when events are being lost: not delivering and the spool not accepting (its disk
+    failing, its bound reached), or any event refused within the last ``grace_s`` seconds (queue full,
+    spool refusing), or the delivery thread stopped. Ready but ``degraded``: not delivering while the spool
+    accepts (nothing is lost: the spool keeps them and delivers them in order once Redis is back), or the
+    spool not accepting while Redis takes events directly, or deliveries failing for less than ``grace_s``.
+    """
+    failing_s = health["publish_failing_s"]
+    delivering = redis_ok and (failing_s is None or failing_s < grace_s)
+    refused_ago = health["last_refusal_s_ago"]
+    recent_refusal = (refused_ago is not None and refused_ago < grace_s
+                      and health["last_refusal_cause"] not in ("invalid", "closed"))
+    if not redis_ok:
+        redis_why = "Redis does not answer PING"
+    elif failing_s is not None:
+        redis_why = f"publishing to Redis has failed for {failing_s:.1f} s ({health['last_publish_error']})"
+    else:
+        redis_why = ""
+    spool_error = health["spool_error"]
+    if not health["worker_alive"]:
+        state, reason = "failing", "the event delivery thread has stopped: events are not delivered"
+    elif not delivering and not health["spool_accepting"]:
+        state, reason = "failing", f"events are being lost: {redis_why} and the spool refuses them ({spool_error})"
+    elif recent_refusal:
+        state, reason = "failing", f"events were refused {refused_ago:.1f} s ago: {health['last_refusal']}"
+        if redis_why:
+            reason += f"; {redis_why}"
+    elif not delivering or failing_s is not None:
+        state, reason = "degraded", (f"{redis_why}; events are kept in the spool {health['spool_dir']} "
+                                     f"({health['spool_depth']} waiting) and delivered in order once Redis takes them")
+    elif not health["spool_accepting"]:
+        state, reason = "degraded", (f"the spool refuses events ({spool_error}); they are delivered directly "
+                                     "while Redis takes them and would be lost if it stops")
+    else:
+        state, reason = "ok", ""
+    detail = {
+        "state": state,
+        "spool_depth": health["spool_depth"],
+        "spool_accepting": health["spool_accepting"],
+        "spool_error": spool_error,
+        "publish_failing_s": failing_s,
+        "refused": health["refused"],
+    }
+    if reason:
+        detail["reason"] = reason
+    return state != "failing", detail
+
+
 class ReidRuntime:
     """Everything re-ID needs for one run. ``stage`` is the pipeline sink; call :meth:`close` at the end."""
+
+    #: deliveries may fail this long (a blip, a failover) before they count as "not delivering"; an event
+    #: refused keeps readiness at 503 for this long
+    publish_grace_s = 5.0
 
     def __init__(
         self,
@@ -74,12 +128,11 @@ class ReidRuntime:
         self.cfg = cfg
         self.metrics = metrics
         self.embedded: EmbeddedRedis | None = None
-        # replay: stable (deterministic event ids) yet distinct per camera set, so two replays sharing a
-        # Redis still see each other's gallery entries; live: host and process
-        cams = ",".join(c.id for c in cfg.enabled_cameras)
-        self.daemon_id = cfg.daemon_id or (
-            f"replay-{hashlib.sha1(cams.encode()).hexdigest()[:8]}" if not live else f"{socket.gethostname()}-{os.getpid()}"
-        )
+        # Stable (deterministic event ids, and a restart repeats its events under the same ids) yet distinct
+        # per camera set, so daemons sharing a Redis still see each other's gallery entries. Live: the host
+        # too (live tracklet ids also carry the run, see Tracklet.session).
+        cams = hashlib.sha1(",".join(c.id for c in cfg.enabled_cameras).encode()).hexdigest()[:8]
+        self.daemon_id = cfg.daemon_id or (f"replay-{cams}" if not live else f"{socket.gethostname()}-{cams}")
         gcfg = cfg.gallery.model_copy()
         spool_dir = Path(cfg.events.spool_dir)
         if fresh_state_dir is not None:  # replay: a private, empty Redis + spool so that reruns are identical
@@ -103,6 +156,7 @@ class ReidRuntime:
             log.info("gallery: %d entries loaded from Redis", loaded)
         # motion boxes are all "car": class evidence only where the detector tells classes apart
         self.matcher = Matcher(cfg.matching, self.gallery, use_class=cfg.detector.type != "motion")
+        metrics.watch_reid(self.matcher)  # gallery changes, backlog, pending, fragments: read at every scrape
         self.stream_sink = RedisStreamSink(
             redis_client_factory(self.redis_url), cfg.events.stream, maxlen=cfg.events.maxlen,
             pubsub_channel=cfg.events.pubsub_channel, spool_dir=spool_dir, spool_max_mb=cfg.events.spool_max_mb,
@@ -111,6 +165,8 @@ class ReidRuntime:
         )
         self.jsonl_sinks = [JsonlSink(p) for p in {str(p) for p in (events_jsonl, cfg.events.jsonl) if p}]
         self.sink = MultiSink([self.stream_sink, *self.jsonl_sinks])
+        # one source for the spool depth: the gauge reads the spool's counter when scraped, as readiness does
+        metrics.spool_depth.set_function(lambda: self.stream_sink.spool_depth)
         self.mtmc = MtmcWriter(mtmc_path) if mtmc_path else None
         crops = CropStore(crops_dir or cfg.events.crops_dir, cfg.events.crops_max, crops_relative_to) if (
             crops_dir or cfg.events.crops_dir) else None
@@ -126,14 +182,24 @@ class ReidRuntime:
         self.sink.publish(ev)
 
     def ready(self) -> tuple[bool, dict]:
+        """Readiness of the re-ID side: ``(ok, detail)``; ``ok`` is False while events are being lost.
+
+        ``detail``: ``redis`` (PING answered), ``spool_depth`` (the spool's own counter, the same number
+        ``reidd_event_spool_depth`` reports) and ``events`` (see :func:`events_readiness`): ``state`` is
+        ``ok``; ``degraded`` (still ready: Redis unreachable or rejecting writes while the spool takes the
+        events, which are delivered in order later, or the spool not writable while Redis takes them); or
+        ``failing`` (not ready: neither Redis nor the spool takes events, or events were refused within the
+        last ``publish_grace_s`` seconds, or the delivery thread stopped), with the ``reason`` in words.
+        """
         try:
             self.redis.ping()
-            ok = True
+            redis_ok = True
         except Exception as exc:  # any client error means "not reachable"
             log.debug("readiness ping failed: %s", exc)
-            ok = False
-        self.metrics.redis_up.set(1.0 if ok else 0.0)
-        return ok, {"redis": ok, "spool_depth": self.stream_sink.spool_depth}
+            redis_ok = False
+        self.metrics.redis_up.set(1.0 if redis_ok else 0.0)
+        ok, events = events_readiness(self.stream_sink.health(), redis_ok, self.publish_grace_s)
+        return ok, {"redis": redis_ok, "spool_depth": events["spool_depth"], "events": events}
 
     def finish(self) -> None:
         """Decide everything pending and deliver the events (Redis down: they stay in the spool)."""
@@ -155,4 +221,4 @@ class ReidRuntime:
             self.embedded.stop()
 
 
-__all__ = ["ReidRuntime", "MtmcWriter", "RedisUnavailable"]
+__all__ = ["ReidRuntime", "MtmcWriter", "RedisUnavailable", "events_readiness"]
