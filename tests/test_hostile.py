@@ -60,8 +60,13 @@ def _junk(name: str):
 
 def _foreign_onnx(tmp: Path) -> None:
     """A valid ONNX model that reidd did not export (no spec metadata)."""
-    torch.onnx.export(torch.nn.Conv2d(3, 8, 3), (torch.zeros(1, 3, 32, 32),), str(tmp / "foreign.onnx"),
-                      dynamo=False)
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32, 32])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "foreign", [x], [y])
+    onnx.save(helper.make_model(graph), str(tmp / "foreign.onnx"))
 
 
 def _openvino_empty(tmp: Path) -> None:
