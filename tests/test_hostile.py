@@ -233,3 +233,27 @@ def test_real_ultralytics_checkpoint_loads_under_the_safe_loader(tmp_path: Path)
     with pytest.raises(DetectorLoadError, match="trust_pickle"):
         YoloDetector(DetectorConfig(model=str(tmp_path / "evil.pt")))
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_read_only_mount_outputs_are_named(tmp_path: Path) -> None:
+    """Outputs on a read-only file system (a real read-only tmpfs in a private mount namespace)."""
+    import shutil
+
+    video = _video(tmp_path)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(CAM.format(video=video) + f"events: {{spool_dir: {ro}/spool, crops_dir: {ro}/crops, "
+                   f"jsonl: {ro}/events.jsonl}}\n", encoding="utf-8")
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare (util-linux) on this machine")
+    user_ns = [] if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0 else [
+        "--user", "--map-root-user"]
+    if subprocess.run(["unshare", *user_ns, "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespace on this machine (unshare refused)")
+    script = (f"mount -t tmpfs -o ro,size=1m none {ro} && exec {sys.executable} -m reidd check-config {cfg}")
+    r = subprocess.run(["unshare", *user_ns, "--mount", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    for field in ("events.spool_dir", "events.crops_dir", "events.jsonl"):
+        assert field in r.stderr and "not writable" in r.stderr, r.stderr
