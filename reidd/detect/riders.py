@@ -7,9 +7,10 @@ realistic-scene benchmark: vehicle classes alone found 32 % of the vehicles, 51 
 
 * a person box that overlaps a two-wheeler box (motorcycle, or bicycle when it is among the kept
   classes) becomes one box, their union, of class 3 (motorcycle) with the better confidence;
-* a lone person box is kept as class 0; the tracklet builder later keeps such a track only when it
-  moves like a vehicle (``tracklets.min_rider_speed``) and reports it as a motorcycle, so
-  pedestrians do not become vehicles.
+* a lone person box is kept as class 0, grown to the extent of the two-wheeler it rides
+  (``detector.rider_grow``: wider for the handlebars and mirrors, lower for the wheel); the tracklet
+  builder later keeps such a track only when it moves like a vehicle (``tracklets.min_rider_speed``)
+  and reports it as a motorcycle, so pedestrians do not become vehicles.
 """
 
 from __future__ import annotations
@@ -34,15 +35,36 @@ def _cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / area[:, None]
 
 
-def fuse_riders(dets: Detections, two_wheelers: tuple[int, ...] = (MOTORCYCLE,), min_cover: float = 0.2) -> Detections:
+def grow_lone_riders(dets: Detections, grow: tuple[float, float, float, float]) -> Detections:
+    """Grow each person box by ``grow`` = (left, top, right, bottom) fractions of its width/height: a rider's
+    box covers the rider, the two-wheeler under it is wider (handlebars, mirrors) and reaches lower (the
+    wheel). Pedestrians grow too; the tracklet builder drops them by their speed."""
+    if not any(grow) or not len(dets):
+        return dets
+    p = dets.cls == PERSON
+    if not p.any():
+        return dets
+    xyxy = dets.xyxy.copy()
+    w = xyxy[p, 2] - xyxy[p, 0]
+    h = xyxy[p, 3] - xyxy[p, 1]
+    xyxy[p, 0] -= grow[0] * w
+    xyxy[p, 1] -= grow[1] * h
+    xyxy[p, 2] += grow[2] * w
+    xyxy[p, 3] += grow[3] * h
+    return Detections(xyxy, dets.conf, dets.cls, dets.track_id)
+
+
+def fuse_riders(dets: Detections, two_wheelers: tuple[int, ...] = (MOTORCYCLE,), min_cover: float = 0.2,
+                grow: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)) -> Detections:
     """Merge each person with the two-wheeler boxes it rides (either covers ``min_cover`` of the other)
-    into one class-3 box; two-wheelers without a rider and lone persons stay as they are."""
+    into one class-3 box; two-wheelers without a rider stay as they are, and lone persons too, their
+    boxes grown by ``grow`` (see :func:`grow_lone_riders`)."""
     if len(dets) == 0:
         return dets
     is_p = dets.cls == PERSON
     is_w = np.isin(dets.cls, two_wheelers)
     if not is_p.any() or not is_w.any():
-        return dets
+        return grow_lone_riders(dets, grow)
     pi, wi = np.nonzero(is_p)[0], np.nonzero(is_w)[0]
     p, w = dets.xyxy[pi], dets.xyxy[wi]
     ov = (_cover(p, w) >= min_cover) | (_cover(w, p).T >= min_cover)  # (persons, wheels)
@@ -60,7 +82,7 @@ def fuse_riders(dets: Detections, two_wheelers: tuple[int, ...] = (MOTORCYCLE,),
         cls.append(MOTORCYCLE)
         keep[pi[k]] = False
         keep[wi[mine]] = False
-    rest = dets[keep]
+    rest = grow_lone_riders(dets[keep], grow)
     if not xyxy:
         return rest
     return Detections(np.vstack([rest.xyxy, np.asarray(xyxy, np.float32)]),
