@@ -111,6 +111,9 @@ class YoloDetector:
             d = pieces[0][0] if len(pieces) == 1 else merge_tiles(pieces, w, h, self.cfg.iou)
             if self._riders:
                 d = fuse_riders(d, self._two_wheelers, grow=tuple(self.cfg.rider_grow))
+                if len(d) and any(self.cfg.rider_grow):  # grown boxes stay inside the frame
+                    d.xyxy[:, [0, 2]] = np.clip(d.xyxy[:, [0, 2]], 0, w)
+                    d.xyxy[:, [1, 3]] = np.clip(d.xyxy[:, [1, 3]], 0, h)
             out.append(d)
         return out
 
