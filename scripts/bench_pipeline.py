@@ -74,7 +74,8 @@ def run_reidd(video: str, model: str, tracker: str, imgsz: int) -> dict:
 
     cfg = parse_config({
         "cameras": [{"id": "bench", "url": video, "queue_size": 16}],
-        "detector": {"model": model, "imgsz": imgsz, "max_batch": 1},
+        # like for like with YOLO.track(): one whole-frame model call per frame, boxes as detected
+        "detector": {"model": model, "imgsz": imgsz, "max_batch": 1, "tiles": 1, "riders": False},
         "tracker": {"type": tracker, "gmc_method": "none"},
         "reid": {"enabled": False}, "metrics": {"enabled": False},
     }, "bench", ".")
