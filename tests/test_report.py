@@ -213,3 +213,38 @@ def test_live_events_without_crops_or_videos(tmp_path: Path) -> None:
     assert page.count("no crop available") == 2 and "<img" not in page
     assert ">22:13:20<" in page  # a clock tick on the timeline axis
     assert "2023-11-14 22:13:20 UTC" in page and "transit 60.0 s" in page and "similarity <b>0.750</b>" in page
+
+
+def test_best_crop_outside_the_crops_folder_is_never_read(run: dict, tmp_path: Path) -> None:
+    """A crafted events file names local images (absolute, '../', a symlink out of the crops folder): the
+    page holds none of them; the crops are cut from the videos instead and the refusals are counted."""
+    secret = tmp_path / "secret.jpg"
+    cv2.imwrite(str(secret), np.full((40, 40, 3), (255, 0, 255), np.uint8))  # magenta: easy to spot
+    ev_dir = tmp_path / "ev"
+    (ev_dir / "crops").mkdir(parents=True)
+    (ev_dir / "crops" / "link.jpg").symlink_to(secret)
+    tricks = [str(secret), "../secret.jpg", "crops/link.jpg"]
+    referenced = sorted({m[s]["tracklet_id"] for m in run["matches"] for s in ("query", "gallery")})
+    with (ev_dir / "events.jsonl").open("w", encoding="utf-8") as fh:
+        for ev in run["events"]:
+            if ev["type"] == "tracklet" and ev["tracklet_id"] in referenced:
+                ev = {**ev, "best_crop": tricks[referenced.index(ev["tracklet_id"]) % len(tricks)]}
+            fh.write(json.dumps(ev) + "\n")
+    res = build_report(ev_dir / "events.jsonl", run["config"], tmp_path / "r.html", crop_size=64)
+    assert res.crops.refused == len(referenced) and res.crops.from_files == 0
+    assert res.crops.from_video == len(referenced)
+    page = (tmp_path / "r.html").read_text()
+    for uri in re.findall(r'<img src="data:image/jpeg;base64,([^"]+)"', page):
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(uri), np.uint8), cv2.IMREAD_COLOR)
+        magenta = (img[..., 0] > 200) & (img[..., 1] < 60) & (img[..., 2] > 200)
+        assert magenta.mean() < 0.5, "a file outside the crops folder was embedded"
+    # the same files inside the crops folder are used
+    inside = ev_dir / "crops" / "real.jpg"
+    cv2.imwrite(str(inside), np.full((40, 40, 3), (0, 255, 0), np.uint8))
+    with (ev_dir / "events2.jsonl").open("w", encoding="utf-8") as fh:
+        for ev in run["events"]:
+            if ev["type"] == "tracklet" and ev["tracklet_id"] in referenced:
+                ev = {**ev, "best_crop": "crops/real.jpg"}
+            fh.write(json.dumps(ev) + "\n")
+    res = build_report(ev_dir / "events2.jsonl", run["config"], tmp_path / "r2.html", crop_size=64)
+    assert res.crops.from_files == len(referenced) and res.crops.refused == 0
