@@ -174,7 +174,7 @@ def test_camera_bias_and_calibration_make_one_setting_fit_different_models() -> 
     shared = unit(rng.normal(size=DIM))
     bias = {c: 1.5 * unit(shared + 0.5 * unit(rng.normal(size=DIM))) for c in ("c1", "c2")}
     views = _scene(rng, bias, spread=0.8)
-    got = _decide_scene(AssociationPolicy(cfg(camera_bias=False)), views)
+    got = _decide_scene(AssociationPolicy(cfg(camera_bias=False, transit_weight=0.0)), views)  # appearance alone
     assert sum(g == i for i, g in enumerate(got)) < 50
 
 
@@ -259,3 +259,27 @@ def test_matcher_joins_fragments_into_one_vehicle(redis_proc) -> None:
     assert sum(d.match is not None for d in out) == 1
     linked = next(d for d in out if d.match is not None)
     assert linked.explanation["candidates"][0]["gid"] == gid and "best of" in linked.explanation["reason"]
+
+
+def test_transit_time_is_learned_from_accepted_links(rng) -> None:
+    """Links accepted at about 6 s make a 6 s candidate more likely and a 14 s one less, within the same window;
+    nothing changes before any link is accepted, nor with transit_weight 0."""
+    p = AssociationPolicy(cfg(transit_weight=0.5))
+    q = unit(rng.normal(size=DIM))
+    same = near(q, rng, 0.8)
+    at6, at14 = cand("c1:1:0", same, 1, last_ts=14.0), cand("c1:2:0", same, 2, last_ts=6.0)  # transit 6 s / 14 s
+    before = {s.entry_id: s for s in p.score(query("c2:9:0", q), [at6, at14])}
+    assert before["c1:1:0"].transit_term == before["c1:2:0"].transit_term == 0.0
+    for k in range(40):  # accepted links c1 -> c2 at 5.5-6.5 s
+        v = unit(rng.normal(size=DIM))
+        qk = query(f"c2:{k}:1", v, first_ts=100.0 + k * 20)
+        ck = cand(f"c1:{k}:1", near(v, rng, 0.95), 100 + k, last_ts=100.0 + k * 20 - 5.5 - (k % 3) * 0.5)
+        (d,) = p.assign([qk], [p.score(qk, [ck])], [True])
+        assert d.chosen is not None
+    after = {s.entry_id: s for s in p.score(query("c2:9:0", q), [at6, at14])}
+    assert after["c1:1:0"].transit_term > 0.3 and after["c1:2:0"].transit_term < -0.3
+    assert after["c1:1:0"].score > after["c1:2:0"].score
+    assert after["c1:1:0"].explain()["transit"] == round(after["c1:1:0"].transit_term, 3)
+    off = AssociationPolicy(cfg(transit_weight=0.0))
+    off._transits = p._transits
+    assert all(s.transit_term == 0.0 for s in off.score(query("c2:9:0", q), [at6, at14]))

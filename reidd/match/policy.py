@@ -100,14 +100,16 @@ class Scored:
     z: float  # calibrated appearance score
     colour: float | None  # Bhattacharyya coefficient of the colour signatures
     class_term: float
-    score: float  # z + colour term + class term
+    score: float  # z + colour term + class term + transit term
+    transit_term: float = 0.0  # log-likelihood ratio of the transit time (learned) against a uniform window
 
     def explain(self) -> dict:
         return {"entry": self.entry_id, "camera": self.camera_id, "gid": self.global_id,
                 "transit_s": round(self.transit_s, 2), "cosine": round(self.cosine, 4),
                 "adjusted": round(self.adjusted, 4), "z": round(self.z, 3),
                 "colour": None if self.colour is None else round(self.colour, 3),
-                "class": round(self.class_term, 3), "score": round(self.score, 3)}
+                "class": round(self.class_term, 3), "transit": round(self.transit_term, 3),
+                "score": round(self.score, 3)}
 
 
 @dataclass
@@ -133,6 +135,7 @@ class AssociationPolicy:
         self._samples: dict[tuple[str, str], deque[float]] = {}
         self._pooled: deque[float] = deque(maxlen=cfg.calibration_window)
         self._stats: dict[tuple[str, str] | None, tuple[float, float]] = {}
+        self._transits: dict[tuple[str, str], deque[float]] = {}  # accepted links' transit times per pair
 
     # ------------------------------------------------------------------ topology
     def transit_ok(self, src_cam: str, dst_cam: str, transit_s: float) -> bool:
@@ -193,6 +196,29 @@ class AssociationPolicy:
         self._pooled.extend(values)
         self._stats.clear()
 
+    # ------------------------------------------------------------------ transit time
+    def _transit_term(self, pair: tuple[str, str], transit: float) -> float:
+        """``transit_weight`` x log(p(transit) / uniform) for the pair's topology window, where p mixes a kernel
+        density of the transits of the links this pair accepted so far with ``transit_prior`` uniform
+        pseudo-links: 0 until links are seen, then positive where vehicles usually take that long."""
+        w = self.cfg.transit_weight
+        window = self._links.get(pair)
+        seen = self._transits.get(pair)
+        if not w or window is None or not seen:
+            return 0.0
+        lo, hi = window
+        span = max(hi - lo, 1e-3)
+        h = max(0.5, 0.08 * span)
+        a = np.fromiter(seen, np.float64)
+        kde = float(np.exp(-0.5 * ((transit - a) / h) ** 2).sum()) / (len(a) * h * np.sqrt(2 * np.pi))
+        n0 = float(self.cfg.transit_prior)
+        p = (len(a) * kde + n0 / span) / (len(a) + n0)
+        return w * float(np.clip(np.log(p * span), -3.0, 1.5))
+
+    def learn_transit(self, src_cam: str, dst_cam: str, transit_s: float) -> None:
+        """Record an accepted link's transit time (the density of :meth:`_transit_term`)."""
+        self._transits.setdefault((src_cam, dst_cam), deque(maxlen=500)).append(float(transit_s))
+
     # ------------------------------------------------------------------ scoring
     def _class_term(self, a_cls: int | None, a_share: float, b_cls: int | None, b_share: float) -> float:
         if a_cls is None or b_cls is None or min(a_share, b_share) < self.cfg.class_min_share:
@@ -222,9 +248,10 @@ class AssociationPolicy:
             bc = colour_similarity(q.colour, c.colour)
             colour_term = 0.0 if bc is None else self.cfg.colour_weight * (bc - self.cfg.colour_ref)
             cls_term = self._class_term(q.cls, q.cls_share, c.cls, c.cls_share)
+            tt = self._transit_term((c.camera_id, q.camera_id), transit)
             out.append(Scored(c.entry_id, c.camera_id, c.global_id, float(transit),
                               float(np.dot(q.embedding, c.embedding)), adj, float(z), bc, cls_term,
-                              float(z + colour_term + cls_term)))
+                              float(z + colour_term + cls_term + tt), tt))
         if record:
             for pair, vals in raw_by_pair.items():
                 self._record(pair, vals)
@@ -314,4 +341,5 @@ class AssociationPolicy:
                 continue
             out.append(PolicyDecision(q.query_id, chosen, sc,
                                       f"best of {len(sc)} (score {chosen.score:.2f}, lead {gap:.2f})"))
+            self.learn_transit(chosen.camera_id, q.camera_id, chosen.transit_s)
         return out
