@@ -59,6 +59,9 @@ class Decision:
     prior: bool = False  # decided before a restart: repeated, not decided again
 
 
+_UNCHECKED = object()
+
+
 @dataclass
 class _Group:
     """One vehicle in one camera: a tracklet and the fragments that continue it."""
@@ -67,6 +70,10 @@ class _Group:
     camera_id: str
     gid: int | None = None
     emb_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    prior: object = None  # the entry it got before a restart (GalleryEntry), None, or _UNCHECKED
+
+    def __post_init__(self) -> None:
+        self.prior = _UNCHECKED
 
     @property
     def first(self) -> TrackletEmbedding:
@@ -288,9 +295,12 @@ class Matcher:
         return [first] + [Decision(m, gid, None, None, rest) for m in g.members[1:]]
 
     def _prior(self, g: _Group) -> GalleryEntry | None:
-        """The gallery entry of the group's first tracklet when it was decided before (a restart), else None."""
-        e = self.gallery.get(g.first.tracklet.tracklet_id)
-        return e if e is not None and e.camera_id == g.camera_id else None
+        """The gallery entry of the group's first tracklet when it was decided before (a restart), else None.
+        Looked up once per group (a Redis round trip when the entry is not in memory), not at every round."""
+        if g.prior is _UNCHECKED:
+            e = self.gallery.get(g.first.tracklet.tracklet_id)
+            g.prior = e if e is not None and e.camera_id == g.camera_id else None
+        return g.prior  # type: ignore[return-value]
 
     def _prior_decisions(self, g: _Group, prior: GalleryEntry) -> list[Decision]:
         """Repeat the decision the group's first tracklet got before a restart: same id, same match."""
