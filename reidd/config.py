@@ -704,8 +704,7 @@ def _check_files(cfg: Config, base: Path, skip: set[str]) -> list[tuple[str, str
     model = cfg.detector.model
     looks_local = ("/" in model or os.sep in model or model.endswith(_MODEL_SUFFIXES) or model.endswith("_model"))
     if cfg.detector.type == "yolo" and "detector.model" not in skip:
-        beside = _resolve(base, model)
-        if not looks_local and not probe_path(beside)[0] and probe_path(beside)[1] is not None:
+        if not looks_local and probe_path(_resolve(base, model))[1] is not None:
             looks_local = True  # a bare name of a file next to the config: that file, not a download
         if looks_local or "\x00" in model or len(model) > 255:
             cfg.detector.model = _resolve(base, model)

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from reidd.config import Config
 from reidd.detect import Detector, build_detector, filter_roi
 from reidd.metrics import Metrics
@@ -89,7 +91,7 @@ class Pipeline:
         self.trackers = {c.id: CameraTracker(cfg.tracker) for c in self.cams}
         # live sources: tracklet ids carry this run's tag (its start, base 36), since the tracker counts from 1
         # again after a restart; files keep plain ids (deterministic, and a restart on them repeats its events)
-        session = _base36(int(time.time())) if not replay else ""
+        session = np.base_repr(int(time.time()), 36).lower() if not replay else ""
         self.builders = {c.id: TrackletBuilder(c.id, cfg.tracklets, session if c.is_live else "") for c in self.cams}
         self.summary = {c.id: CameraSummary(c.id) for c in self.cams}
         self.stage_seconds: dict[str, float] = {"detect": 0.0, "track": 0.0, "tracklets": 0.0, "sinks": 0.0}
@@ -347,14 +349,4 @@ class Pipeline:
         self._synced[cam_id] = cur
         if st.last_frame_wall:
             m.source_last_frame.labels(camera=cam_id).set(st.last_frame_wall)
-        m.queue_depth.labels(camera=cam_id).set(reader.queue_depth)
 
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if n == 0:
-            return out

@@ -493,8 +493,9 @@ class ReportResult:
     bytes: int
 
 
-def _camera_videos(config_path: Path) -> tuple[list[str], dict[str, Path]]:
-    """Enabled camera ids in config order and the video file of each file camera that exists."""
+def _camera_videos(config_path: Path) -> tuple[list[str], dict[str, Path], Path | None]:
+    """Enabled camera ids in config order, the video file of each file camera that exists, and the
+    config's ``events.crops_dir`` (resolved; None when unset)."""
     from reidd.config import ConfigError, load_config
 
     try:
@@ -502,27 +503,17 @@ def _camera_videos(config_path: Path) -> tuple[list[str], dict[str, Path]]:
     except ConfigError as exc:
         raise ReportError(str(exc)) from None
     base = config_path.resolve().parent
+
+    def resolved(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
     videos: dict[str, Path] = {}
     for cam in cfg.cameras:
-        if cam.kind == "file":
-            p = Path(cam.url).expanduser()
-            p = p if p.is_absolute() else base / p
-            if p.is_file():
-                videos[cam.id] = p
-    return [c.id for c in cfg.enabled_cameras], videos
-
-
-def _config_crops_dir(config_path: Path) -> Path | None:
-    from reidd.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(config_path, check_files=False)
-    except ConfigError:
-        return None
-    if not cfg.events.crops_dir:
-        return None
-    p = Path(cfg.events.crops_dir).expanduser()
-    return p if p.is_absolute() else config_path.resolve().parent / p
+        if cam.kind == "file" and resolved(cam.url).is_file():
+            videos[cam.id] = resolved(cam.url)
+    crops = resolved(cfg.events.crops_dir) if cfg.events.crops_dir else None
+    return [c.id for c in cfg.enabled_cameras], videos, crops
 
 
 def build_report(events: str | Path, config: str | Path, out: str | Path, *, crops_dir: str | Path | None = None,
@@ -542,13 +533,13 @@ def build_report(events: str | Path, config: str | Path, out: str | Path, *, cro
                              ("crop_size", crop_size, 16)):
         if value < low:
             raise ReportError(f"{name}: must be >= {low}, got {value}")
-    cam_ids, videos = _camera_videos(config)
+    cam_ids, videos, config_crops = _camera_videos(config)
     summary = summarize_events(events, max_matches, max_tracklets)
     # enabled cameras in config order, then cameras only the events know (other workers', disabled ones)
     cameras = cam_ids + sorted(set(summary.cameras) - set(cam_ids))
     wanted = {m[side]["tracklet_id"] for m in summary.matches for side in ("query", "gallery")}
     tracklets = tracklet_events(events, wanted) if wanted else {}
-    source = CropSource(videos, events.resolve().parent, crops, crop_size, config_crops_dir=_config_crops_dir(config))
+    source = CropSource(videos, events.resolve().parent, crops, crop_size, config_crops_dir=config_crops)
     images = source.images([tracklets[t] for t in sorted(tracklets)], progress=progress)
     page = render_html(summary, cameras, images, title=f"reidd report: {events.parent.name or events.name}",
                        sources=f"events {events.resolve()} · config {config.resolve()} · generated "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,10 @@ class YoloDetector:
             self.model = YOLO(cfg.model, task="detect")
         except Exception as exc:  # ultralytics raises many types (FileNotFoundError, ConnectionError, ...)
             hint = ""
-            if cfg.model.endswith(".pt") and "/" not in cfg.model:
+            if self._torch_backend and not cfg.trust_pickle and Path(cfg.model).is_file():
+                hint = (" (a .pt is a pickle that can run code: only ultralytics checkpoints of known model classes are "
+                        "loaded; for a legacy checkpoint you trust, set detector.trust_pickle: true)")
+            elif cfg.model.endswith(".pt") and "/" not in cfg.model:
                 hint = " (ultralytics downloads named weights; without internet point detector.model at a local file)"
             raise DetectorLoadError(f"detector.model: cannot load '{cfg.model}': {_one_line(exc)}{hint}") from exc
         self._warm = False
@@ -168,7 +170,7 @@ def _guard_pickle(cfg: DetectorConfig) -> None:
     """A ``.pt`` is a pickle: loaded as ultralytics does by default, it can run any code it names. Unless
     ``detector.trust_pickle`` is set, switch ultralytics to its restricted loader (``torch.load(weights_only=True)``
     against its allow-list of model classes; the documented ``ULTRALYTICS_SAFE_LOAD`` switch) and prove the file
-    loads that way before ultralytics touches it."""
+    loads only that way."""
     from ultralytics.nn import tasks
 
     if cfg.trust_pickle:
@@ -180,13 +182,4 @@ def _guard_pickle(cfg: DetectorConfig) -> None:
         raise DetectorLoadError(
             "detector.model: this ultralytics/torch cannot load .pt files safely (needs torch >= 2.6); export the "
             "model to ONNX/OpenVINO, or set detector.trust_pickle: true for a file you trust")
-    tasks.SAFE_LOAD = True  # YOLO()'s own load below is restricted too
-    if not Path(cfg.model).is_file():
-        return  # a bare name ultralytics may download (official weights); the restricted load still applies
-    try:
-        tasks.torch_safe_load(os.fspath(cfg.model), safe_only=True)
-    except Exception as exc:
-        raise DetectorLoadError(
-            f"detector.model: refused '{cfg.model}': it is not an ultralytics checkpoint that loads safely "
-            f"({_one_line(exc)}); a .pt is a pickle that can run code, so only the known model classes are accepted. "
-            "For a legacy checkpoint you trust, set detector.trust_pickle: true") from exc
+    tasks.SAFE_LOAD = True  # YOLO()'s load is restricted (tests/test_hostile.py proves a code-running pickle is refused)

@@ -20,7 +20,7 @@ Restarts: a tracklet that is already in the gallery (decided before the daemon w
 again on the same input and Redis) keeps the decision it got then: its global id and, when it matched,
 the same entry. Its events are then the same events (same ids: the sinks drop them as duplicates), so no
 event ever contradicts an earlier one. The entry records what it matched (``attributes["matched"]``), and
-claims are rebuilt from those records.
+repeating a match claims that entry again.
 
 Redis outages: a failed gallery sync is skipped; when global ids cannot be allocated the groups stay
 pending and are decided once Redis answers again (nothing is lost, only delayed); gallery writes that

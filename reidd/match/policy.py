@@ -33,7 +33,8 @@ match among in-window candidates 0.79 -> 0.89 with the default embedder), the ca
 ``min_score`` 2 and ``margin`` 0.3 for both the default and a trained embedder, colour (without it IDF1
 0.89 -> 0.70 with the default embedder). Not kept as defaults: a floor on the appearance z alone
 (``min_appearance``: fewer false links with a trained model, far fewer links with the default one) and
-flip-averaged embeddings (no gain). Transit times inside the topology window are taken as equally likely.
+flip-averaged embeddings (no gain). Transit-time evidence (``transit_weight`` 0.5: how likely a transit is, from the
+transits the camera pair's accepted links took) was kept: YOLO11n false-merge rate 0.041 -> 0.034.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ class AssociationPolicy:
         self._pooled: deque[float] = deque(maxlen=cfg.calibration_window)
         self._stats: dict[tuple[str, str] | None, tuple[float, float]] = {}
         self._transits: dict[tuple[str, str], deque[float]] = {}  # accepted links' transit times per pair
+        self._transit_arrays: dict[tuple[str, str], np.ndarray] = {}  # the same as arrays, until the next link
 
     # ------------------------------------------------------------------ topology
     def transit_ok(self, src_cam: str, dst_cam: str, transit_s: float) -> bool:
@@ -209,7 +211,9 @@ class AssociationPolicy:
         lo, hi = window
         span = max(hi - lo, 1e-3)
         h = max(0.5, 0.08 * span)
-        a = np.fromiter(seen, np.float64)
+        a = self._transit_arrays.get(pair)
+        if a is None:
+            a = self._transit_arrays[pair] = np.fromiter(seen, np.float64)
         kde = float(np.exp(-0.5 * ((transit - a) / h) ** 2).sum()) / (len(a) * h * np.sqrt(2 * np.pi))
         n0 = float(self.cfg.transit_prior)
         p = (len(a) * kde + n0 / span) / (len(a) + n0)
@@ -218,6 +222,7 @@ class AssociationPolicy:
     def learn_transit(self, src_cam: str, dst_cam: str, transit_s: float) -> None:
         """Record an accepted link's transit time (the density of :meth:`_transit_term`)."""
         self._transits.setdefault((src_cam, dst_cam), deque(maxlen=500)).append(float(transit_s))
+        self._transit_arrays.pop((src_cam, dst_cam), None)
 
     # ------------------------------------------------------------------ scoring
     def _class_term(self, a_cls: int | None, a_share: float, b_cls: int | None, b_share: float) -> float:
