@@ -224,6 +224,12 @@ def test_fragment_continuation_needs_time_place_and_looks(rng) -> None:
     assert p.continues(prev, v, _tracklet("c2", 4, 16.0, 700.0, 100.0), v) is None  # too late (gap 4.1 s)
     assert p.continues(prev, v, _tracklet("c1", 5, 12.9, 390.0, 100.0), v) is None  # another camera
     assert p.continues(prev, v, _tracklet("c2", 6, 5.0, 390.0, 100.0), v) is None  # started before prev ended
+    # starts in prev's last frame (gap 0 s): both tracks are in that frame, so two vehicles (the demo once
+    # gave both one global id and wrote the id twice in one frame of its MTMC file)
+    same_frame = _tracklet("c2", 7, 11.9, 300.0, 100.0)
+    assert same_frame.first_frame == prev.last_frame
+    assert p.continues(prev, v, same_frame, v) is None
+    assert p.continues(prev, v, _tracklet("c2", 8, 12.0, 310.0, 100.0), v) is not None  # the next frame: may be
 
 
 def test_matcher_joins_fragments_into_one_vehicle(redis_proc) -> None:

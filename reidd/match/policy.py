@@ -272,8 +272,8 @@ class AssociationPolicy:
         if prev.camera_id != nxt.camera_id:
             return None
         gap = nxt.first_ts - prev.last_ts
-        if not 0 <= gap <= self.cfg.fragment_gap_s:
-            return None
+        if not 0 <= gap <= self.cfg.fragment_gap_s or nxt.first_frame <= prev.last_frame:
+            return None  # too late, or both seen in one frame: two vehicles, whatever they look like
         cx, cy, size = _centre_and_size(prev.boxes[-1].xyxy)
         tail = [b for b in prev.boxes if b.ts >= prev.last_ts - 1.0]
         if len(tail) >= 2 and tail[-1].ts > tail[0].ts:
