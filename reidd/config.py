@@ -299,20 +299,35 @@ class ReidConfig(_Model):
     """The re-ID embedder shared by all cameras."""
 
     enabled: bool = Field(True, description="Embed and match tracklets (off: tracking only).")
-    backbone: Literal["efficientnet_lite0", "resnet18", "resnet50"] = Field(
-        "efficientnet_lite0", description="CNN backbone."
+    backbone: Literal["efficientnet_lite0", "resnet18", "resnet50"] | None = Field(
+        None,
+        description=(
+            "CNN backbone. Unset: the one stored in reid.weights, else efficientnet_lite0. A value that contradicts "
+            "the checkpoint is a start-up error."
+        ),
     )
     weights: str | None = Field(
         None,
         description=(
-            "A reidd checkpoint (.pt) or exported .onnx; unset = ImageNet-initialised backbone with a fresh BNNeck "
-            "(efficientnet_lite0 works offline)."
+            "A reidd checkpoint (.pt) or exported .onnx. It carries its backbone, embedding size, attention, "
+            "multi-level and input size, so those fields can stay unset. Unset = ImageNet-initialised backbone with "
+            "a fresh BNNeck (efficientnet_lite0 works offline)."
         ),
     )
-    embedding_dim: int | None = Field(None, ge=8, description="Embedding size (None: the backbone's width).")
-    attention: bool = Field(False, description="CBAM channel+spatial attention after the backbone.")
-    multi_level: bool = Field(False, description="Embeddings from the last three backbone stages, concatenated.")
-    input_size: tuple[int, int] = Field((224, 224), description="Crop size fed to the model, (height, width).")
+    embedding_dim: int | None = Field(
+        None, ge=8,
+        description="Embedding size. Unset: the checkpoint's, else the backbone's width (no reduction layer).",
+    )
+    attention: bool | None = Field(
+        None, description="CBAM channel+spatial attention after the backbone. Unset: the checkpoint's, else off."
+    )
+    multi_level: bool | None = Field(
+        None,
+        description="Embeddings from the last three backbone stages, concatenated. Unset: the checkpoint's, else off.",
+    )
+    input_size: tuple[int, int] | None = Field(
+        None, description="Crop size fed to the model, (height, width). Unset: the checkpoint's, else (224, 224)."
+    )
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', ...")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="'auto': fp16 on CUDA, bf16 on CPUs that support it, else fp32."

@@ -163,7 +163,7 @@ def write_config(run: Path, scene: Path, detector: str, weights: Path | None, ov
     if detector == "gt":
         cfg["detector"]["detections_dir"] = str(scene / "dets-gt")
     if weights is not None:
-        cfg["reid"] = {"weights": str(weights), "input_size": list(trained_input_size())}
+        cfg["reid"] = {"weights": str(weights)}  # the checkpoint carries its input size and architecture
     for o in overrides:
         key, _, val = o.partition("=")
         set_path(cfg, key.strip(), yaml.safe_load(val))
@@ -171,13 +171,6 @@ def write_config(run: Path, scene: Path, detector: str, weights: Path | None, ov
     path = run / "cameras.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
-
-
-def trained_input_size() -> tuple[int, int]:
-    import yaml
-
-    size = yaml.safe_load(RECIPE.read_text()).get("input_size", [224, 224])
-    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def score(scene: Path, pred: Path) -> dict:

@@ -257,8 +257,10 @@ def test_wrong_checkpoint_is_refused_clearly(scene3, tmp_path: Path) -> None:
     save_checkpoint(other, build_model(ModelSpec(backbone="resnet18", input_size=(128, 128)), pretrained=False))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00not a checkpoint" * 100)
-    for weights, expect in ((other, "backbone"), (junk, "junk.pt")):
-        cfg = reid_config(scene3, tmp_path, f"ck-{weights.stem}", reid={"weights": str(weights)})
+    for weights, expect in ((other, "reid.backbone is 'efficientnet_lite0', the checkpoint has 'resnet18'"),
+                            (junk, "junk.pt")):
+        cfg = reid_config(scene3, tmp_path, f"ck-{weights.stem}",
+                          reid={"weights": str(weights), "backbone": "efficientnet_lite0"})
         r = subprocess.run([sys.executable, "-m", "reidd", "replay", "--config", str(cfg), "--out",
                             str(tmp_path / "o")], capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert r.returncode == 2, r.stderr[-2000:]

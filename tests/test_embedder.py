@@ -98,11 +98,41 @@ def test_checkpoint_and_onnx_weights(tmp_path: Path, embedders) -> None:
     t = [tracklet("a", 1, 4, 5)]
     a, b = from_ckpt.embed_tracklets(t)[0], from_onnx.embed_tracklets(t)[0]
     assert np.abs(a.embedding - b.embedding).max() < 1e-4
-    # weights that do not fit the configured model are refused, naming the field and the difference
-    with pytest.raises(EmbedderError, match=r"reid\.weights.*embedding_dim"):
-        Embedder(ReidConfig(input_size=SIZE, weights=str(ckpt)))
-    with pytest.raises(EmbedderError, match=r"reid\.weights.*embedding_dim"):
-        Embedder(ReidConfig(input_size=SIZE, weights=str(onnx)))
+    # weights that contradict an explicit config value are refused, naming the field and both values
+    for w in (ckpt, onnx):
+        with pytest.raises(EmbedderError, match=r"reid\.weights.*reid\.embedding_dim is 64, the checkpoint has 32"):
+            Embedder(ReidConfig(embedding_dim=64, weights=str(w)))
+        with pytest.raises(EmbedderError, match=r"reid\.input_size is \(224, 224\), the checkpoint has \(64, 64\)"):
+            Embedder(ReidConfig(input_size=(224, 224), weights=str(w)))
+        with pytest.raises(EmbedderError, match=r"reid\.backbone is 'resnet18'"):
+            Embedder(ReidConfig(backbone="resnet18", weights=str(w)))
+
+
+def test_checkpoint_alone_describes_the_model(tmp_path: Path) -> None:
+    """``reid: {weights: best.pt}`` with nothing else: backbone, embedding size, attention and input size
+    come from the checkpoint (a 96x80 CBAM model here, not the 224x224 default)."""
+    from reidd.reid.checkpoint import save_checkpoint
+    from reidd.reid.export import export_model
+    from reidd.reid.model import ModelSpec, build_model
+
+    torch.manual_seed(1)
+    model = build_model(ModelSpec(input_size=(96, 80), embedding_dim=24, attention=True), pretrained=False).eval()
+    ckpt = save_checkpoint(tmp_path / "best.pt", model)
+    onnx = tmp_path / "best.onnx"
+    export_model(model, onnx, "onnx")
+    t = [tracklet("a", 1, 3, 7)]
+    outs = []
+    for cfg in (ReidConfig(weights=str(ckpt), runtime="torch", precision="fp32"), ReidConfig(weights=str(onnx)),
+                ReidConfig(weights=str(ckpt), input_size=(96, 80), attention=True, embedding_dim=24,
+                           runtime="torch", precision="fp32")):
+        emb = Embedder(cfg)
+        assert emb.spec.input_size == (96, 80) and emb.spec.attention and emb.dim == 24
+        outs.append(emb.embed_tracklets(t)[0].embedding)
+    assert np.abs(outs[0] - outs[1]).max() < 1e-4 and np.abs(outs[0] - outs[2]).max() < 1e-6
+    # without weights the unset fields take their defaults
+    plain = Embedder(ReidConfig(runtime="torch", precision="fp32"))
+    assert plain.spec.input_size == (224, 224) and plain.spec.backbone == "efficientnet_lite0"
+    assert not plain.spec.attention and plain.dim == 1280
 
 
 def test_batching_embedder_serves_all_cameras(embedders) -> None:

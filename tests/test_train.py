@@ -109,8 +109,8 @@ def test_cityflow_layout_splits_train(tmp_path: Path) -> None:
 def test_identity_disjoint_split_is_seeded(tmp_path: Path) -> None:
     write_toy_reid_dataset(tmp_path, num_ids=10, cams=3, per_cam=2, size=(16, 16))
     ds = load_dataset(tmp_path, val_identities=0.3, seed=1)
-    train_files = {Path(s.path).name.split("_")[1] for s in ds.train}
-    val_files = {Path(s.path).name.split("_")[1] for s in ds.query + ds.gallery}
+    train_files = {Path(s.path).name.split("_")[0] for s in ds.train}
+    val_files = {Path(s.path).name.split("_")[0] for s in ds.query + ds.gallery}
     assert len(val_files) == 3 and not train_files & val_files
     # 3 cameras x 2 images: a query per camera, each with cross-camera positives in the gallery
     assert len(ds.query) == 9 and len(ds.gallery) == 9
@@ -125,12 +125,12 @@ def test_identity_disjoint_split_is_seeded(tmp_path: Path) -> None:
 
 def test_corrupt_image_error_names_file_or_is_skipped(tmp_path: Path) -> None:
     write_toy_reid_dataset(tmp_path, num_ids=6, size=(16, 16))
-    bad = tmp_path / "v0_0003_cam1.jpg"
+    bad = tmp_path / "0003_cam1_v0.jpg"
     bad.write_bytes(b"not a jpeg at all")
-    with pytest.raises(DatasetError, match="v0_0003_cam1.jpg"):
+    with pytest.raises(DatasetError, match="0003_cam1_v0.jpg"):
         load_dataset(tmp_path, val_identities=2)
     ds = load_dataset(tmp_path, val_identities=2, on_bad="skip")
-    assert len(ds.skipped) == 1 and "v0_0003_cam1.jpg" in ds.skipped[0]
+    assert len(ds.skipped) == 1 and "0003_cam1_v0.jpg" in ds.skipped[0]
     assert len(ds.train) + len(ds.query) + len(ds.gallery) == 6 * 4 - 1
     (tmp_path / "odd-name.jpg").write_bytes(bad.read_bytes())
     with pytest.raises(DatasetError, match="odd-name.jpg"):
@@ -164,12 +164,13 @@ def _cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
 
 def test_training_loss_falls(tmp_path: Path) -> None:
     data = write_toy_reid_dataset(tmp_path / "toy", num_ids=12, size=(32, 32))
-    res = train(_cfg(data, tmp_path / "run", epochs=6, batch_k=4, pad=0, erasing_p=0.0, color_jitter=0.0,
-                     eval_every=6), progress=False)
+    res = train(_cfg(data, tmp_path / "run", epochs=10, batch_k=4, pad=0, erasing_p=0.0, color_jitter=0.0,
+                     eval_every=10), progress=False)
     loss = [r["loss"] for r in res.history]
     ce = [r["loss_ce"] for r in res.history]
     assert ce[-1] < 0.85 * ce[0], ce
-    assert loss[-1] < 0.85 * loss[0], loss
+    # two batches per epoch: the total loss is noisy from one epoch to the next, so compare 3-epoch means
+    assert sum(loss[-3:]) < 0.85 * sum(loss[:3]), loss
     assert "mAP" in res.history[-1] and "mAP" not in res.history[0]
 
 
@@ -205,3 +206,23 @@ def test_short_training_on_vn2cam_beats_imagenet(tmp_path: Path) -> None:
     res = train(cfg, dataset=ds, progress=False)
     trained = res.history[-1]
     assert trained["mAP"] > base["mAP"] + 0.05, (base, trained)
+
+
+def test_folder_identity_is_the_whole_name_before_cam(tmp_path: Path) -> None:
+    """``car_0012`` and ``bus_0012`` are two vehicles; a suffix after ``_cam<k>`` is another image of one."""
+    for name in ("car_0012_cam1.jpg", "car_0012_cam2.jpg", "bus_0012_cam1.jpg", "bus_0012_cam2.jpg",
+                 "car_0012_cam1_003.jpg", "van_7_cam2-b.jpg", "van_7_cam1.jpg"):
+        _img(tmp_path / "all" / name)
+    ds = load_dataset(tmp_path, layout="folder", val_identities=1)
+    by_pid: dict[tuple[bool, int], set[tuple[str, int]]] = {}  # train and validation are labelled apart
+    for s in ds.train + ds.query + ds.gallery:
+        by_pid.setdefault((s in ds.train, s.pid), set()).add((Path(s.path).name, s.camid))
+    groups = sorted(sorted(v) for v in by_pid.values())
+    assert groups == [
+        [("bus_0012_cam1.jpg", 1), ("bus_0012_cam2.jpg", 2)],
+        [("car_0012_cam1.jpg", 1), ("car_0012_cam1_003.jpg", 1), ("car_0012_cam2.jpg", 2)],
+        [("van_7_cam1.jpg", 1), ("van_7_cam2-b.jpg", 2)],
+    ]
+    (tmp_path / "all" / "nocamera.jpg").write_bytes((tmp_path / "all" / "van_7_cam1.jpg").read_bytes())
+    with pytest.raises(DatasetError, match=r"nocamera\.jpg.*<identity>_cam<k>"):
+        load_dataset(tmp_path, layout="folder", val_identities=1)

@@ -38,11 +38,32 @@ class EmbedderError(RuntimeError):
     """The configured re-ID model cannot be used (message names the field and file)."""
 
 
+# ReidConfig fields that a checkpoint (or exported .onnx) also stores, with their values when neither says.
+SPEC_FIELDS = {"backbone": "efficientnet_lite0", "embedding_dim": None, "attention": False, "multi_level": False,
+               "input_size": (224, 224)}
+
+
 def expected_spec(cfg: ReidConfig):
+    """The model the config asks for when there is no checkpoint: unset fields take their defaults."""
     from reidd.reid.model import ModelSpec
 
-    return ModelSpec(backbone=cfg.backbone, embedding_dim=cfg.embedding_dim, attention=cfg.attention,
-                     multi_level=cfg.multi_level, input_size=tuple(cfg.input_size))
+    values = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else d) for k, d in SPEC_FIELDS.items()}
+    values["input_size"] = tuple(values["input_size"])
+    return ModelSpec(**values)
+
+
+def spec_conflicts(cfg: ReidConfig, stored) -> list[str]:
+    """Explicit config values that contradict a checkpoint's stored spec (unset fields never conflict)."""
+    got = stored.architecture()
+    out = []
+    for key in SPEC_FIELDS:
+        want = getattr(cfg, key)
+        if want is None:
+            continue
+        want = tuple(want) if key == "input_size" else want
+        if want != got[key]:
+            out.append(f"reid.{key} is {want!r}, the checkpoint has {got[key]!r}")
+    return out
 
 
 def pool_groups(feats: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor | None, groups: int) -> torch.Tensor:
@@ -73,10 +94,9 @@ class Embedder:
         self.dtype = pick_precision(self.device, cfg.precision)
         self._onnx = None
         self._tmp = None
-        spec = expected_spec(cfg)
         if cfg.weights and cfg.weights.endswith(".onnx"):
             try:
-                self._init_onnx(cfg.weights, spec)
+                self._init_onnx(cfg.weights)
             except EmbedderError:
                 raise
             except Exception as exc:  # protobuf, onnxruntime and spec errors: one start-up error naming the field
@@ -86,18 +106,23 @@ class Embedder:
             from reidd.reid.checkpoint import CheckpointMismatch, load_checkpoint
 
             try:
-                self.model, meta = load_checkpoint(cfg.weights, map_location=self.device, expect=spec)
+                self.model, meta = load_checkpoint(cfg.weights, map_location=self.device)
             except CheckpointMismatch as exc:
                 raise EmbedderError(f"reid.weights: {exc}") from exc
             self.spec = meta["spec"]
+            clash = spec_conflicts(cfg, self.spec)
+            if clash:
+                raise EmbedderError(f"reid.weights: {cfg.weights} does not fit the config: " + "; ".join(clash)
+                                    + " (leave those fields unset to use the checkpoint's)")
         else:
             from reidd.reid.backbones import PretrainedUnavailable
 
+            spec = expected_spec(cfg)
             try:
                 self.model = build_model(spec, pretrained=True)
             except PretrainedUnavailable as exc:
                 raise EmbedderError(
-                    f"reid.backbone: ImageNet weights for '{cfg.backbone}' are not available here ({exc}); "
+                    f"reid.backbone: ImageNet weights for '{spec.backbone}' are not available here ({exc}); "
                     "set reid.weights to a checkpoint or use backbone efficientnet_lite0 (works offline)"
                 ) from exc
             self.spec = spec
@@ -147,16 +172,16 @@ class Embedder:
         self.dim = int(info["embedding_dim"])
         log.info("embedder: running on onnxruntime (CPU), max abs diff vs PyTorch %.2g", info["max_abs_diff"])
 
-    def _init_onnx(self, path: str, spec) -> None:
-        from reidd.reid.checkpoint import spec_differences
+    def _init_onnx(self, path: str) -> None:
         from reidd.reid.export import OnnxEmbedder, read_onnx_spec
 
         if not Path(path).is_file():
             raise EmbedderError(f"reid.weights: file not found: {path}")
         got = read_onnx_spec(path)
-        diff = spec_differences(spec, got)
-        if diff:
-            raise EmbedderError(f"reid.weights: {path} does not fit the configured model: " + "; ".join(diff))
+        clash = spec_conflicts(self.cfg, got)
+        if clash:
+            raise EmbedderError(f"reid.weights: {path} does not fit the config: " + "; ".join(clash)
+                                + " (leave those fields unset to use the model's)")
         self._onnx = OnnxEmbedder(path, providers=["CPUExecutionProvider"], threads=cpu_threads())
         self.spec = got
         self.device = torch.device("cpu")

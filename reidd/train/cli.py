@@ -34,7 +34,7 @@ def _register_train(subparsers: Any) -> None:
             "Train a re-ID model from a YAML config (configs/train/*.yaml); flags override config fields. "
             "Writes OUT/last.pt (every epoch, resumable), OUT/best.pt (best validation mAP), OUT/metrics.csv "
             "and OUT/training.png. Datasets: VeRi-776, VehicleID, CityFlow-ReID, a CSV manifest or a folder "
-            "of <anything>_<id>_cam<k>.jpg; layouts without query/gallery get an identity-disjoint split."
+            "of <identity>_cam<k>[_<more>].jpg (identity: the whole name before _cam); layouts without query/gallery get an identity-disjoint split."
         ),
     )
     p.add_argument("--config", help="YAML training config (fields of reidd.train.config.TrainConfig).")

@@ -16,8 +16,10 @@ Layouts (``layout="auto"`` picks the first that matches):
   ``test_track.txt`` for gallery tracks), otherwise the training identities are split.
 * ``csv``: ``manifest.csv`` (or any ``*.csv`` given as root) with columns ``path,pid,camid[,track][,role]``;
   paths relative to the CSV; ``role`` ``query``/``gallery`` rows form the evaluation set, others train.
-* ``folder``: images named ``<anything>_<id>_cam<k>.<ext>`` anywhere below root (identity = the token
-  before ``_cam``); ``query/`` and ``gallery/`` sub-folders, when both exist, form the evaluation set.
+* ``folder``: images named ``<identity>_cam<k>[_<more>].<ext>`` anywhere below root. The identity is the
+  whole name before ``_cam``: ``car_0012_cam1.jpg`` and ``bus_0012_cam1.jpg`` are two vehicles, and
+  ``car_0012_cam1_003.jpg`` is another image of the first. ``query/`` and ``gallery/`` sub-folders, when
+  both exist, form the evaluation set.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from pathlib import Path
 LAYOUTS = ("auto", "veri776", "vehicleid", "cityflow", "csv", "folder")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _VERI_RE = re.compile(r"^(\d+)_c(\d+)_")
-_FOLDER_RE = re.compile(r"^(?:.*_)?([^_]+)_cam(\d+)$", re.IGNORECASE)
+_FOLDER_RE = re.compile(r"^(.+?)_cam(\d+)(?:[_.-].*)?$", re.IGNORECASE)
+_FOLDER_PATTERN = "<identity>_cam<k>[_<more>].<ext>"
 
 
 class DatasetError(ValueError):
@@ -292,7 +295,7 @@ def _folder_samples(paths: list[Path]) -> list[tuple[Path, str, int]]:
     for p in paths:
         m = _FOLDER_RE.match(p.stem)
         if not m:
-            raise DatasetError(f"{p}: name does not match '<anything>_<id>_cam<k>.<ext>'")
+            raise DatasetError(f"{p}: name does not match '{_FOLDER_PATTERN}'")
         out.append((p, m.group(1), int(m.group(2))))
     return out
 
@@ -307,7 +310,7 @@ def _read_folder(root: Path, val_identities: float, seed: int) -> tuple[list[Sam
         listed = {"all": _folder_samples(_list_images(root))}
     all_ids = sorted({pid for items in listed.values() for _, pid, _ in items}, key=_natural)
     if not all_ids:
-        raise DatasetError(f"{root}: no images named '<anything>_<id>_cam<k>.<ext>' found")
+        raise DatasetError(f"{root}: no images named '{_FOLDER_PATTERN}' found")
     code = {p: i for i, p in enumerate(all_ids)}
     samples = {k: [Sample(str(p), code[pid], cam) for p, pid, cam in v] for k, v in listed.items()}
     if has_eval:

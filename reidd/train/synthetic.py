@@ -1,5 +1,5 @@
 """A tiny generated re-ID dataset (coloured, patterned "vehicles" seen by several cameras) for
-tests and demos: ``<view>_<id>_cam<k>.jpg`` files, readable by the ``folder`` layout."""
+tests and demos: ``<id>_cam<k>_v<view>.jpg`` files, readable by the ``folder`` layout."""
 
 from __future__ import annotations
 
@@ -41,5 +41,5 @@ def write_toy_reid_dataset(root: str | Path, *, num_ids: int = 12, cams: int = 2
                 img = np.roll(base, (dy, dx), axis=(0, 1)) * rng.uniform(0.8, 1.2) + cast
                 img += rng.normal(0, 8, img.shape)
                 out = np.clip(img, 0, 255).astype(np.uint8)
-                cv2.imwrite(str(root / f"v{v}_{pid:04d}_cam{cam}.jpg"), out)
+                cv2.imwrite(str(root / f"{pid:04d}_cam{cam}_v{v}.jpg"), out)
     return root
