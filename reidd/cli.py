@@ -127,6 +127,64 @@ def cmd_rematch(args: argparse.Namespace) -> int:
     return _run_with_config(args, "rematch", body, (RecordingError,))
 
 
+def cmd_topology(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from reidd.match.recording import RecordingError, read_embedding_log
+    from reidd.match.topology import TopologyError, learn_topology, plot_links, write_report, write_topology_yaml
+
+    def body(cfg) -> int:
+        if _bad_outputs(args, ("work",), ("out",)):
+            return 2
+        if args.max_transit is not None and args.max_transit <= 0:
+            print("--max-transit must be > 0", file=sys.stderr)
+            return 2
+        if len(cfg.enabled_cameras) < 2:
+            print(f"{args.config}: cameras: a topology needs at least two enabled cameras", file=sys.stderr)
+            return 2
+        log_path = args.embeddings
+        tmp = None
+        if log_path is None:
+            live = [c.id for c in cfg.enabled_cameras if c.is_live]
+            if live:
+                print(f"topology learns from recorded files; these cameras are live streams: {', '.join(live)} "
+                      "(record them, or pass --embeddings from a replay)", file=sys.stderr)
+                return 2
+            from reidd.daemon import run_replay
+
+            work = args.work or (tmp := tempfile.TemporaryDirectory(prefix="reidd-topology-")).name
+            free = cfg.model_copy(update={"matching": cfg.matching.model_copy(update={"topology": []})})
+            print(f"topology: replaying {len(cfg.enabled_cameras)} camera(s) with no topology into {work}",
+                  file=sys.stderr)
+            code, _ = run_replay(free, work, save_crops=False, save_embeddings=True)
+            if code != 0:
+                print(f"topology: the replay failed (exit {code}); see the log above", file=sys.stderr)
+                return code
+            log_path = str(Path(work) / "embeddings.jsonl")
+        try:
+            items = [it for kind, it in read_embedding_log(log_path) if kind == "query"]
+            est = learn_topology(items, cfg.matching, use_class=cfg.detector.type != "motion",
+                                 max_transit=args.max_transit, confident=args.confident,
+                                 min_matches=args.min_matches)
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_topology_yaml(est, out, source=Path(log_path).name if args.embeddings else "its own replay")
+        write_report(est, out.with_suffix(".json"))
+        plots = plot_links(est, out.parent, out.stem)
+        for p in est.pairs:
+            if p.transits:
+                print(p.summary())
+        links = est.links()
+        print(f"topology: {len(links)} link(s) -> {out} (details {out.with_suffix('.json').name}, "
+              f"{len(plots)} plot(s) {out.stem}-*.png)")
+        return 0 if links else 1
+
+    return _run_with_config(args, "topology", body, (RecordingError, TopologyError))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from reidd.daemon import run_live
 
@@ -210,6 +268,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output-mtmc", default=None, help="write final per-frame global ids in AI City MTMC format")
     s.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help=log_help)
     s.set_defaults(func=cmd_rematch)
+
+    s = sub.add_parser(
+        "topology", help="learn which camera pairs vehicles travel between, and their transit times",
+        description="Estimate matching.topology from a recording: replays the config's file cameras with no "
+                    "topology (or reads --embeddings of an earlier `reidd replay --save-embeddings`), finds "
+                    "confident cross-camera matches on the daemon's calibrated scale, and keeps the camera pairs "
+                    "whose transit times cluster well above chance. Writes OUT (a matching block to review and "
+                    "paste), OUT with .json (every pair examined) and one plot per pair (OUT-stem-SRC-DST.png). "
+                    "Exit 0 with links found, 1 with none, 2 for bad input.")
+    s.add_argument("--config", required=True, help="cameras.yaml (its matching settings score the pairs)")
+    s.add_argument("--out", required=True, help="topology YAML to write, e.g. topology.yaml")
+    s.add_argument("--embeddings", default=None,
+                   help="OUT/embeddings.jsonl of an earlier replay (default: replay the config's cameras now)")
+    s.add_argument("--work", default=None, help="keep the replay's output here (default: a temporary folder)")
+    s.add_argument("--max-transit", type=float, default=None,
+                   help="longest transit searched, seconds (default: matching.window_s)")
+    s.add_argument("--confident", type=float, default=3.0,
+                   help="calibrated score a mutual best match needs to count as evidence (default 3.0)")
+    s.add_argument("--min-matches", type=int, default=5,
+                   help="confident matches a link needs in its cluster (default 5)")
+    s.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help=log_help)
+    s.set_defaults(func=cmd_topology)
 
     for name in _PLUGIN_MODULES:
         importlib.import_module(name).register(sub)
