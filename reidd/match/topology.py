@@ -9,10 +9,11 @@ match when each is the other's best in that camera pair, the score reaches ``con
 ``margin`` behind.
 
 Strangers that happen to look alike give confident matches at transit times spread over the whole range;
-a real link gives a cluster. Per ordered camera pair the cluster is found by iterated trimming around the
-median (``3 sigma``, sigma from the MAD), its window widened by ``pad``, and compared with the chance level
-(matches outside the cluster, spread evenly over the rest of the range). A link is kept when its cluster
-holds at least ``min_matches`` and at least ``min_ratio`` times the chance count. A link A->C whose matches
+a real link packs its matches into a short span. Per ordered camera pair the cluster is found by iterated
+trimming around the median (``4 sigma``, sigma from the IQR or MAD), and its window is the cluster's span
+widened by ``pad`` of its width on each side (at least 1 s). The chance level is the count of confident
+matches per pair and second over all pairs, times the cluster's span. A link is kept when its cluster holds
+at least ``min_matches`` and at least ``min_ratio`` times the chance count. A link A->C whose matches
 are mostly explained by a path through a third camera (A->B and B->C both scoring at least
 ``matching.min_score``, in time order) is reported as indirect and left out: the daemon links such a
 vehicle hop by hop.
@@ -105,12 +106,14 @@ def _candidate(q: Query) -> Candidate:
 
 
 def _cluster(t: np.ndarray) -> np.ndarray:
-    """Iterated 3-sigma trimming around the median (sigma from the MAD, at least 0.5 s)."""
+    """Iterated 4-sigma trimming around the median; sigma from the IQR or the MAD, whichever is wider (a
+    uniform spread of transits has a small MAD for its width), at least 0.5 s."""
     core = t
     for _ in range(5):
         med = float(np.median(core))
-        sigma = max(1.4826 * float(np.median(np.abs(core - med))), 0.5)
-        nxt = t[np.abs(t - med) <= 3 * sigma]
+        q1, q3 = np.percentile(core, [25, 75])
+        sigma = max((q3 - q1) / 1.349, 1.4826 * float(np.median(np.abs(core - med))), 0.5)
+        nxt = t[np.abs(t - med) <= 4 * sigma]
         if len(nxt) == 0 or np.array_equal(nxt, core):
             break
         core = nxt
@@ -126,8 +129,8 @@ def learn_topology(
     confident: float = 3.0,
     margin: float = 0.5,
     min_matches: int = 5,
-    min_ratio: float = 3.0,
-    pad: float = 0.25,
+    min_ratio: float = 10.0,
+    pad: float = 0.5,
     indirect_share: float = 0.5,
 ) -> TopologyEstimate:
     """Estimate the topology from embedded tracklets (see the module docstring for the method)."""
@@ -180,6 +183,11 @@ def learn_topology(
             continue
         matches[(src, cam_of[qid])].append((eid, qid, transit))
 
+    # background: confident matches per camera pair and second, over every pair (strangers that look alike
+    # land anywhere in [0, max_transit]; a link packs its matches into a short window)
+    total = sum(len(v) for v in matches.values())
+    n_pairs = len(cams) * (len(cams) - 1)
+    background = max(total, 1) / (n_pairs * max_transit)
     pairs: list[PairEstimate] = []
     for a in cams:
         for b in cams:
@@ -197,13 +205,12 @@ def learn_topology(
             widen = max(1.0, pad * (hi - lo))
             p.min_s, p.max_s = max(0.0, lo - widen), min(max_transit, hi + widen)
             p.cluster = [round(float(v), 3) for v in core]
-            inside = int(((t >= p.min_s) & (t <= p.max_s)).sum())
-            rest = max(max_transit - (p.max_s - p.min_s), 1e-3)
-            p.chance = (len(t) - inside) * (p.max_s - p.min_s) / rest
+            p.chance = background * max(hi - lo, 2.0)  # matches that chance alone would put in the cluster's span
             if len(core) < min_matches:
                 p.reason = f"too few matches in the cluster ({len(core)} < {min_matches})"
-            elif len(core) < min_ratio * max(p.chance, 1.0):
-                p.reason = f"not above chance ({len(core)} vs {p.chance:.1f} expected)"
+            elif len(core) < min_ratio * p.chance:
+                p.reason = (f"not above chance ({len(core)} matches in {hi - lo:.1f} s; chance alone gives "
+                            f"{p.chance:.1f}, a link needs {min_ratio:g}x that)")
             else:
                 p.kept, p.reason = True, "link"
             p._matches = [m for m in ms if p.min_s <= m[2] <= p.max_s]  # type: ignore[attr-defined]
