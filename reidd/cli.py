@@ -284,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--work", default=None, help="keep the replay's output here (default: a temporary folder)")
     s.add_argument("--max-transit", type=float, default=None,
                    help="longest transit searched, seconds (default: matching.window_s)")
-    s.add_argument("--confident", type=float, default=3.0,
-                   help="calibrated score a mutual best match needs to count as evidence (default 3.0)")
+    s.add_argument("--confident", type=float, default=2.5,
+                   help="calibrated score a mutual best match needs to count as evidence (default 2.5)")
     s.add_argument("--min-matches", type=int, default=5,
                    help="confident matches a link needs in its cluster (default 5)")
     s.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help=log_help)

@@ -24,25 +24,33 @@ needs_bench = pytest.mark.skipif(not (BENCH / "build_scene.py").exists() or
                                  reason="../shared/bench and ../shared/assets not present on this machine")
 
 
-@needs_bench
-def test_realistic_scene_ground_truth_boxes_default_embedder(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def small_scene(tmp_path_factory):
+    """The scene, ground-truth detections and a replay with the hand-written topology (embeddings saved)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench_mtmc
 
-    scene = tmp_path / "scene"
+    tmp = tmp_path_factory.mktemp("realistic")
+    scene = tmp / "scene"
     subprocess.run([sys.executable, str(BENCH / "build_scene.py"), "--seed", "5", "--scene", "scene", "--out",
-                    str(tmp_path), "--chain", "16", "--three", "8", "--distractors", "4"], check=True,
+                    str(tmp), "--chain", "16", "--three", "8", "--distractors", "4"], check=True,
                    stdout=subprocess.DEVNULL)
     dets = bench_mtmc.gt_detections(scene)
-    assert sorted(p.name for p in dets.glob("*.txt")) == ["c1.txt", "c2.txt", "c3.txt"]
-    cfg = bench_mtmc.write_config(tmp_path / "run", scene, "gt", None, [])
-    data = yaml.safe_load(cfg.read_text())
-    assert data["detector"] == {"type": "file", "detections_dir": str(dets)}
-    out = tmp_path / "run"
+    cfg = bench_mtmc.write_config(tmp / "run", scene, "gt", None, [])
+    out = tmp / "run"
     r = subprocess.run([sys.executable, "-m", "reidd.cli", "replay", "--config", str(cfg), "--out", str(out / "out"),
-                        "--no-crops", "--output-mtmc", str(out / "mtmc.txt"), "--events-jsonl",
+                        "--no-crops", "--save-embeddings", "--output-mtmc", str(out / "mtmc.txt"), "--events-jsonl",
                         str(out / "events.jsonl")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
+    return bench_mtmc, scene, dets, cfg, out
+
+
+@needs_bench
+def test_realistic_scene_ground_truth_boxes_default_embedder(small_scene) -> None:
+    bench_mtmc, scene, dets, cfg, out = small_scene
+    assert sorted(p.name for p in dets.glob("*.txt")) == ["c1.txt", "c2.txt", "c3.txt"]
+    data = yaml.safe_load(cfg.read_text())
+    assert data["detector"] == {"type": "file", "detections_dir": str(dets)}
     res = bench_mtmc.score(scene, out / "mtmc.txt")
     # Measured on this scene (seed 5): IDF1 0.905, agreement 0.875 (21/24), 0 false links of 27.
     # The benchmark's bars for this run are IDF1 >= 0.85, agreement >= 0.80, false-merge rate <= 0.05 on
@@ -56,3 +64,36 @@ def test_realistic_scene_ground_truth_boxes_default_embedder(tmp_path: Path) -> 
     matches = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()
                if '"type":"match"' in line]
     assert matches and all(m["score"] >= 2.0 and m["explanation"]["candidates"] for m in matches)
+
+
+@needs_bench
+def test_learned_topology_recovers_the_chain(small_scene, tmp_path: Path) -> None:
+    """`reidd topology` replays the scene with no topology and finds c1 -> c2 and c2 -> c3 (not the c1 -> c3 skip,
+    not the reverse directions) with windows holding every true transit; matching with it scores within 0.03
+    IDF1 of the hand-written topology."""
+    bench_mtmc, scene, _, cfg, hand = small_scene
+    learned = tmp_path / "topology.yaml"
+    r = subprocess.run([sys.executable, "-m", "reidd", "topology", "--config", str(cfg), "--out", str(learned),
+                        "--work", str(tmp_path / "work"), "--max-transit", "120"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    links = yaml.safe_load(learned.read_text())["matching"]["topology"]
+    assert {(lk["src"], lk["dst"]) for lk in links} == {("c1", "c2"), ("c2", "c3")}, r.stdout
+    truth = json.loads((scene / "scene.json").read_text())["transitions"]
+    for lk in links:
+        true = [t["transit_s"] for t in truth if (t["from"], t["to"]) == (lk["src"], lk["dst"])]
+        assert true and all(lk["min_s"] <= t <= lk["max_s"] for t in true), (lk, min(true), max(true))
+        assert not lk["bidirectional"] and lk["max_s"] - lk["min_s"] <= 30, lk
+    data = yaml.safe_load(cfg.read_text())
+    data["matching"]["topology"] = links
+    cfg2 = tmp_path / "learned.yaml"
+    cfg2.write_text(yaml.safe_dump(data))
+    r = subprocess.run([sys.executable, "-m", "reidd", "rematch", "--config", str(cfg2), "--embeddings",
+                        str(tmp_path / "work" / "embeddings.jsonl"), "--out", str(tmp_path / "rematch"),
+                        "--output-mtmc", str(tmp_path / "mtmc.txt")], capture_output=True, text=True, cwd=ROOT,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with_learned = bench_mtmc.score(scene, tmp_path / "mtmc.txt")
+    with_hand = bench_mtmc.score(scene, hand / "mtmc.txt")
+    assert with_learned["idf1"] >= with_hand["idf1"] - 0.03, (with_learned, with_hand)
+    assert (with_learned["false_merge_rate"] or 0.0) <= 0.1, with_learned

@@ -5,8 +5,8 @@ runs that replay itself when given none), with no topology assumed. The associat
 pair of tracklets of two cameras whose transit (first seen in the second camera minus last seen in the
 first) lies in ``[0, max_transit]``, on the same calibrated scale the daemon links with (camera bias removed,
 z-score against the recording's own stranger pairs, colour and class evidence). A pair counts as a confident
-match when each is the other's best in that camera pair, the score reaches ``confident`` and the runner-up is
-``margin`` behind.
+match when each is the other's best in that camera pair, the score reaches ``confident`` (2.5, above the
+daemon's ``min_score``) and the runner-up is ``margin`` behind (the daemon's ``matching.margin``).
 
 Strangers that happen to look alike give confident matches at transit times spread over the whole range;
 a real link packs its matches into a short span. Per ordered camera pair the cluster is found by iterated
@@ -126,8 +126,8 @@ def learn_topology(
     *,
     use_class: bool = True,
     max_transit: float | None = None,
-    confident: float = 3.0,
-    margin: float = 0.5,
+    confident: float = 2.5,
+    margin: float | None = None,
     min_matches: int = 5,
     min_ratio: float = 10.0,
     pad: float = 0.5,
@@ -135,6 +135,7 @@ def learn_topology(
 ) -> TopologyEstimate:
     """Estimate the topology from embedded tracklets (see the module docstring for the method)."""
     max_transit = float(max_transit or cfg.window_s)
+    margin = cfg.margin if margin is None else margin
     if max_transit <= 0:
         raise TopologyError("max_transit must be > 0")
     cams = sorted({e.tracklet.camera_id for e in items})
