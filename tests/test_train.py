@@ -226,3 +226,12 @@ def test_folder_identity_is_the_whole_name_before_cam(tmp_path: Path) -> None:
     (tmp_path / "all" / "nocamera.jpg").write_bytes((tmp_path / "all" / "van_7_cam1.jpg").read_bytes())
     with pytest.raises(DatasetError, match=r"nocamera\.jpg.*<identity>_cam<k>"):
         load_dataset(tmp_path, layout="folder", val_identities=1)
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "configs" / "train").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_recipes_are_valid_configs(recipe: Path) -> None:
+    from reidd.train.config import load_train_config
+
+    cfg = load_train_config(recipe)
+    assert cfg.epochs >= 1 and cfg.input_size[0] >= 32 and cfg.out
