@@ -120,6 +120,72 @@ def _cluster(t: np.ndarray) -> np.ndarray:
     return core
 
 
+@dataclass
+class PairScores:
+    """Every scored (earlier tracklet, later tracklet) pair of two cameras, and each one's best per camera."""
+
+    queries: list[Query]
+    camera_of: dict[str, str]
+    scores: dict[tuple[str, str], float]  # (entry in the earlier camera, later query) -> calibrated score
+    by_query: dict[tuple[str, str], list[tuple[float, str, float]]]  # (query, entry camera) -> (score, entry, transit)
+    by_entry: dict[tuple[str, str], list[tuple[float, str, float]]]  # (entry, query camera) -> (score, query, transit)
+
+
+def score_pairs(items: list[TrackletEmbedding], cfg: MatchingConfig, *, use_class: bool = True,
+                max_transit: float | None = None) -> PairScores:
+    """Score every pair of tracklets of two cameras that ``cfg``'s topology allows (with no topology: transits
+    in ``[0, max_transit]``) on the policy's calibrated scale, calibrated on the recording itself."""
+    if max_transit is None:
+        windows = [lk.max_s for lk in cfg.topology]
+        max_transit = max(windows) if windows else cfg.window_s
+    policy = AssociationPolicy(cfg.model_copy(update={"window_s": max_transit, "transit_weight": 0.0}))
+    queries = [_query(e, use_class) for e in sorted(items, key=lambda e: (e.tracklet.last_ts,
+                                                                        e.tracklet.tracklet_id))]
+    for q in queries:  # camera means over the whole recording (the policy's running mean, fed in time order)
+        policy.observe(q.camera_id, q.embedding)
+    by_first = sorted(queries, key=lambda q: q.first_ts)
+    ends = np.array([q.last_ts for q in queries])
+    cands = [_candidate(q) for q in queries]
+
+    def candidates_of(q: Query) -> list[Candidate]:
+        lo = np.searchsorted(ends, q.first_ts - max_transit, "left")
+        hi = np.searchsorted(ends, q.first_ts, "right")
+        return [c for c in cands[lo:hi] if c.camera_id != q.camera_id]
+
+    for q in by_first:  # pass 1: the recording's own stranger distribution per camera pair
+        policy.score(q, candidates_of(q), record=True)
+    out = PairScores(queries, {q.query_id: q.camera_id for q in queries}, {}, defaultdict(list), defaultdict(list))
+    for q in by_first:  # pass 2: final calibration
+        for s in policy.score(q, candidates_of(q)):
+            if s.transit_s < 0:
+                continue
+            out.scores[(s.entry_id, q.query_id)] = s.score
+            out.by_query[(q.query_id, s.camera_id)].append((s.score, s.entry_id, s.transit_s))
+            out.by_entry[(s.entry_id, q.camera_id)].append((s.score, q.query_id, s.transit_s))
+    return out
+
+
+def mutual_matches(ps: PairScores, confident: float, margin: float
+                   ) -> dict[tuple[str, str], list[tuple[str, str, float, float]]]:
+    """Per (src, dst) camera pair: ``(entry, query, transit, score)`` of the pairs that are each other's best in
+    that camera pair, score at least ``confident`` and at least ``margin`` ahead of either one's runner-up."""
+
+    def top(lst: list[tuple[float, str, float]]) -> tuple[tuple[float, str, float], float]:
+        lst = sorted(lst, key=lambda x: (-x[0], x[1]))
+        return lst[0], (lst[1][0] if len(lst) > 1 else -math.inf)
+
+    matches: dict[tuple[str, str], list[tuple[str, str, float, float]]] = defaultdict(list)
+    for (qid, src), lst in sorted(ps.by_query.items()):
+        (sc, eid, transit), second = top(lst)
+        if sc < confident or sc - second < margin:
+            continue
+        (_, qid2, _), second2 = top(ps.by_entry[(eid, ps.camera_of[qid])])
+        if qid2 != qid or sc - second2 < margin:
+            continue
+        matches[(src, ps.camera_of[qid])].append((eid, qid, transit, sc))
+    return matches
+
+
 def learn_topology(
     items: list[TrackletEmbedding],
     cfg: MatchingConfig,
@@ -141,48 +207,9 @@ def learn_topology(
     cams = sorted({e.tracklet.camera_id for e in items})
     if len(cams) < 2:
         raise TopologyError(f"the recording has embedded tracklets of {len(cams)} camera(s); a topology needs two")
-    policy = AssociationPolicy(cfg.model_copy(update={"topology": [], "window_s": max_transit,
-                                                      "transit_weight": 0.0}))
-    queries = [_query(e, use_class) for e in sorted(items, key=lambda e: (e.tracklet.last_ts,
-                                                                        e.tracklet.tracklet_id))]
-    for q in queries:  # camera means over the whole recording (the policy's running mean, fed in time order)
-        policy.observe(q.camera_id, q.embedding)
-    by_first = sorted(queries, key=lambda q: q.first_ts)
-    ends = np.array([q.last_ts for q in queries])
-    cands = [_candidate(q) for q in queries]
-
-    def candidates_of(q: Query) -> list[Candidate]:
-        lo = np.searchsorted(ends, q.first_ts - max_transit, "left")
-        hi = np.searchsorted(ends, q.first_ts, "right")
-        return [c for c in cands[lo:hi] if c.camera_id != q.camera_id]
-
-    for q in by_first:  # pass 1: the recording's own stranger distribution per camera pair
-        policy.score(q, candidates_of(q), record=True)
-    scores: dict[tuple[str, str], float] = {}  # (entry in the earlier camera, later query) -> score
-    best_q: dict[tuple[str, str], list[tuple[float, str, float]]] = defaultdict(list)  # (query, src cam)
-    best_c: dict[tuple[str, str], list[tuple[float, str, float]]] = defaultdict(list)  # (entry, dst cam)
-    cam_of = {q.query_id: q.camera_id for q in queries}
-    for q in by_first:  # pass 2: final calibration
-        for s in policy.score(q, candidates_of(q)):
-            if s.transit_s < 0:
-                continue
-            scores[(s.entry_id, q.query_id)] = s.score
-            best_q[(q.query_id, s.camera_id)].append((s.score, s.entry_id, s.transit_s))
-            best_c[(s.entry_id, q.camera_id)].append((s.score, q.query_id, s.transit_s))
-
-    def top(lst: list[tuple[float, str, float]]) -> tuple[tuple[float, str, float], float]:
-        lst.sort(key=lambda x: (-x[0], x[1]))
-        return lst[0], (lst[1][0] if len(lst) > 1 else -math.inf)
-
-    matches: dict[tuple[str, str], list[tuple[str, str, float]]] = defaultdict(list)
-    for (qid, src), lst in best_q.items():
-        (sc, eid, transit), second = top(lst)
-        if sc < confident or sc - second < margin:
-            continue
-        (sc2, qid2, _), second2 = top(best_c[(eid, cam_of[qid])])
-        if qid2 != qid or sc2 - second2 < margin:
-            continue
-        matches[(src, cam_of[qid])].append((eid, qid, transit))
+    ps = score_pairs(items, cfg.model_copy(update={"topology": []}), use_class=use_class, max_transit=max_transit)
+    queries, scores = ps.queries, ps.scores
+    matches = {k: [(e, q, t) for e, q, t, _ in v] for k, v in mutual_matches(ps, confident, margin).items()}
 
     # background: confident matches per camera pair and second, over every pair (strangers that look alike
     # land anywhere in [0, max_transit]; a link packs its matches into a short window)
