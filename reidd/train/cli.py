@@ -23,6 +23,7 @@ def register(subparsers: Any) -> None:
     _register_train(subparsers)
     _register_eval(subparsers)
     _register_export(subparsers)
+    _register_adapt(subparsers)
 
 
 # --------------------------------------------------------------------------- train
@@ -255,4 +256,68 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"input {info['input_size'][0]}x{info['input_size'][1]}); max abs diff vs PyTorch "
           f"{info['max_abs_diff']:.3g}")
     print(json.dumps(info))
+    return 0
+
+
+# --------------------------------------------------------------------------- adapt
+def _register_adapt(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "adapt",
+        help="Fine-tune the re-ID model on a site's own recordings, without identity labels.",
+        description=(
+            "Replays the config's file cameras once (detect + track), keeps each tracklet's crops, then in rounds: "
+            "embeds the tracklets with the current model, takes confident mutual cross-camera matches under "
+            "matching.topology as cross-view positives (a tracklet's own crops are positives; tracklets of one "
+            "camera never join), and fine-tunes with the P x K trainer of `reidd train`. A round whose model finds "
+            "fewer confident pairs than the one before is not kept. Writes OUT/adapted.pt (use it as reid.weights), "
+            "OUT/adapt.json (tracklets, pseudo-identities, cross-camera pairs, rounds) and OUT/adapt.png."
+        ),
+    )
+    p.add_argument("--config", required=True, help="cameras.yaml whose (file) cameras, detector, tracker and "
+                                                   "matching.topology describe the site")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--from", dest="start", default=None,
+                   help="start from this reidd checkpoint (default: the config's reid.weights, else its ImageNet model)")
+    p.add_argument("--rounds", type=int, default=2, help="match -> pseudo-labels -> train rounds (default 2)")
+    p.add_argument("--epochs", type=int, default=6, help="training epochs per round (default 6)")
+    p.add_argument("--confident", type=float, default=3.0,
+                   help="calibrated score a mutual best cross-camera match needs to become a positive (default 3.0)")
+    p.add_argument("--freeze-stages", type=int, default=2, help="leading backbone stages kept frozen (default 2)")
+    p.add_argument("--lr", type=float, default=3.5e-4, help="learning rate (default 3.5e-4)")
+    p.add_argument("--batch-p", type=int, default=16, help="pseudo-identities per batch (default 16)")
+    p.add_argument("--batch-k", type=int, default=4, help="crops per pseudo-identity per batch (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_adapt)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    import os
+
+    from reidd.config import ConfigError, check_output_dir, load_config, printable
+
+    from .adapt import AdaptError, adapt
+    from .config import TrainConfigError
+
+    why = check_output_dir(os.path.abspath(args.out))
+    if why:
+        return _err(f"--out: {printable(why)}")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        rep = adapt(cfg, args.out, start=args.start, rounds=args.rounds, epochs=args.epochs, confident=args.confident,
+                    freeze_stages=args.freeze_stages, lr=args.lr, batch_p=args.batch_p, batch_k=args.batch_k,
+                    seed=args.seed, progress=not args.no_progress)
+    except (AdaptError, TrainConfigError, ValueError) as exc:
+        return _err(str(exc))
+    last = rep["rounds"][-1]
+    print(json.dumps({"adapted": rep["adapted"], "kept_model": rep["kept_model"], "rounds": len(rep["rounds"]),
+                      "cross_view_pairs": [r["cross_view_pairs"] for r in rep["rounds"]],
+                      "identities": last["identities"], "seconds": rep["seconds"]}))
     return 0
