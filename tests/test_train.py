@@ -235,3 +235,17 @@ def test_shipped_recipes_are_valid_configs(recipe: Path) -> None:
 
     cfg = load_train_config(recipe)
     assert cfg.epochs >= 1 and cfg.input_size[0] >= 32 and cfg.out
+
+
+def test_pk_sampler_min_batches_revisits_identities() -> None:
+    pids = [i // 3 for i in range(3 * 6)]  # 6 identities x 3 images
+    short = PKSampler(pids, 4, 2, seed=1)
+    assert len(short) == 1 == len(list(short))
+    long = PKSampler(pids, 4, 2, seed=1, min_batches=5)
+    batches = list(long)
+    assert len(long) == 5 == len(batches)
+    for b in batches:
+        ids = [pids[i] for i in b]
+        assert len(b) == 8 and len(set(ids)) == 4 and all(ids.count(p) == 2 for p in set(ids))
+    assert len({pids[i] for b in batches for i in b}) == 6  # every identity comes round
+    assert len(PKSampler(pids, 4, 2, min_batches=5, max_batches=3)) == 3

@@ -10,9 +10,11 @@
 3. **Pseudo-identities.** A tracklet is one identity (its crops are positives of each other); positives
    join identities, strongest first, unless the join would put two tracklets of one camera into one
    identity (tracklets of one camera that overlap in time are certainly two vehicles, and a vehicle's track
-   broken in two is the fragment logic's job, not a training label's). Every other identity is a negative.
+   broken in two is the fragment logic's job, not a training label's).
 4. **Train.** The P x K trainer of ``reidd train`` (same losses, schedule and progress reporting),
-   fine-tuning from the current model, for ``epochs`` epochs.
+   fine-tuning from the current model, for ``epochs`` epochs, on the identities seen by two or more
+   cameras; the other identities of the batch are the negatives. Tracklets no one matched are left out:
+   their vehicle may be in another camera, and training them apart would be training a mistake.
 
 Rounds repeat 2-4 with the new model. Safeguards against confirming its own mistakes: the labels are rebuilt
 from scratch every round (a wrong join of round 1 is not carried into round 2 unless the new model makes
@@ -163,27 +165,34 @@ def pseudo_identities(embs: list[TrackletEmbedding], cfg: Config, *, confident: 
 
 
 def build_dataset(items: list[SiteTracklet], labels: dict[str, int], name: str):
-    """Train on every crop under its pseudo-identity. The evaluation set (a proxy: it measures agreement with
-    the pseudo-labels, not accuracy) is, per multi-camera identity, one crop of its earliest tracklet as the
-    query and one crop of each of its other tracklets in the gallery, with one crop of every single-camera
-    tracklet as distractors."""
+    """Train on the crops of the multi-camera pseudo-identities only. A tracklet left alone is not used as a
+    training identity: its vehicle may well be in another camera, unmatched so far, and training it apart
+    from that sighting would teach the model the opposite of what it needs (measured: with every tracklet
+    as an identity, a round made the model worse on one benchmark scene although all its joins were right).
+    Identities are renumbered 0..N-1.
+
+    The evaluation set (a proxy: it measures agreement with the pseudo-labels, not accuracy) is, per
+    multi-camera identity, one crop of its earliest tracklet as the query and one crop of each of its other
+    tracklets in the gallery, with one crop of every single-camera tracklet as distractors."""
     from .datasets import ReidDataset, Sample
 
     cam_index = {c: i for i, c in enumerate(sorted({s.tracklet.camera_id for s in items}))}
-    train = [Sample(p, labels[s.tracklet.tracklet_id], cam_index[s.tracklet.camera_id], s.tracklet.tracklet_id)
-             for s in items for p, _ in s.crops]
     by_label: dict[int, list[SiteTracklet]] = defaultdict(list)
     for s in items:
         by_label[labels[s.tracklet.tracklet_id]].append(s)
+    multi = {lab: i for i, lab in enumerate(sorted(lab for lab, m in by_label.items() if len(m) > 1))}
+    train = [Sample(p, multi[lab], cam_index[s.tracklet.camera_id], s.tracklet.tracklet_id)
+             for lab, members in sorted(by_label.items()) if lab in multi for s in members for p, _ in s.crops]
     query, gallery = [], []
     for pid, members in sorted(by_label.items()):
         members = sorted(members, key=lambda s: s.tracklet.first_ts)
         best = [max(s.crops, key=lambda c: c[1])[0] for s in members]
         cams = [cam_index[s.tracklet.camera_id] for s in members]
+        code = multi.get(pid, len(multi) + pid)  # single-camera distractors: labels no query has
         if len(members) > 1:
-            query.append(Sample(best[0], pid, cams[0]))
-        gallery += [Sample(p, pid, c) for p, c in zip(best[1:] if len(members) > 1 else best,
-                                                       cams[1:] if len(members) > 1 else cams)]
+            query.append(Sample(best[0], code, cams[0]))
+        gallery += [Sample(p, code, c) for p, c in zip(best[1:] if len(members) > 1 else best,
+                                                        cams[1:] if len(members) > 1 else cams)]
     return ReidDataset(train, query, gallery, name)
 
 
@@ -277,7 +286,12 @@ def adapt(cfg: Config, out: str | Path, *, start: str | None = None, rounds: int
         (out / f"round{r}").mkdir(exist_ok=True)
         (out / f"round{r}" / "joins.json").write_text(json.dumps(stats["joins"], indent=1))
         ds = build_dataset(items, labels, f"site:round{r}")
-        tc = TrainConfig(data=str(crops_dir), finetune=str(current), epochs=epochs, batch_p=batch_p,
+        if ds.num_train_pids < 4:
+            raise AdaptError(f"only {ds.num_train_pids} multi-camera pseudo-identities; adapt needs at least 4 "
+                             "(longer recordings, the right matching.topology, or a lower --confident)")
+        tc = TrainConfig(data=str(crops_dir), finetune=str(current), epochs=epochs,
+                         batch_p=min(batch_p, ds.num_train_pids),
+                         min_iters=max(1, -(-len(ds.train) // (min(batch_p, ds.num_train_pids) * batch_k))),
                          batch_k=batch_k, lr=lr, warmup_epochs=1 if epochs > 2 else 0, freeze_stages=freeze_stages,
                          eval_every=epochs, seed=seed + r, out=str(out / f"round{r}"))
         res = train(tc, dataset=ds, progress=progress, log=log)

@@ -56,6 +56,7 @@ def _register_train(subparsers: Any) -> None:
     p.add_argument("--batch-p", type=int, help="Identities per batch (P).")
     p.add_argument("--batch-k", type=int, help="Images per identity per batch (K).")
     p.add_argument("--max-iters", type=int, help="At most N iterations per epoch (short runs).")
+    p.add_argument("--min-iters", type=int, help="At least N iterations per epoch (small datasets).")
     p.add_argument("--optimizer", choices=["adam", "sgd"], help="Optimiser.")
     p.add_argument("--resume", metavar="CKPT", help="Resume from a last.pt exactly (model, optimiser, RNG, epoch).")
     p.add_argument("--finetune", metavar="CKPT", help="Start from a checkpoint's weights with a fresh optimiser.")
@@ -84,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "input_size": tuple(args.input_size) if args.input_size else None, "pretrained": args.pretrained,
         "freeze_stages": args.freeze_stages,
         "epochs": args.epochs, "lr": args.lr, "batch_p": args.batch_p, "batch_k": args.batch_k,
-        "max_iters": args.max_iters, "optimizer": args.optimizer, "resume": args.resume, "finetune": args.finetune,
+        "max_iters": args.max_iters, "min_iters": args.min_iters, "optimizer": args.optimizer, "resume": args.resume, "finetune": args.finetune,
         "out": args.out, "seed": args.seed, "device": args.device, "precision": args.precision,
         "num_workers": args.num_workers, "threads": args.threads, "on_bad": args.on_bad,
     }

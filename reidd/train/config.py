@@ -49,6 +49,9 @@ class TrainConfig(BaseModel):
     batch_p: int = Field(16, ge=2, description="Identities per batch (P).")
     batch_k: int = Field(4, ge=2, description="Images per identity per batch (K).")
     max_iters: int | None = Field(None, ge=1, description="Cap on iterations per epoch (short runs).")
+    min_iters: int | None = Field(
+        None, ge=1, description="Iterations per epoch at least (small datasets: identities are revisited)."
+    )
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Optimiser.")
     lr: float = Field(3.5e-4, gt=0, description="Base learning rate.")
     weight_decay: float = Field(5e-4, ge=0, description="Weight decay.")

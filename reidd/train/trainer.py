@@ -211,7 +211,8 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None], dataset
     history = _read_csv(out / "metrics.csv", start) if resume_meta is not None else []
     tf = build_transforms(model.spec.input_size, model.spec.mean, model.spec.std, train=True, flip_p=cfg.flip_p,
                           pad=cfg.pad, color_jitter=cfg.color_jitter, erasing_p=cfg.erasing_p)
-    sampler = PKSampler([s.pid for s in ds.train], cfg.batch_p, cfg.batch_k, seed=cfg.seed, max_batches=cfg.max_iters)
+    sampler = PKSampler([s.pid for s in ds.train], cfg.batch_p, cfg.batch_k, seed=cfg.seed, max_batches=cfg.max_iters,
+                        min_batches=cfg.min_iters)
     loader = torch.utils.data.DataLoader(_TrainSet(ds.train, tf), batch_sampler=sampler, num_workers=cfg.num_workers,
                                          pin_memory=device.type == "cuda")
     end = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
