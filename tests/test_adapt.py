@@ -141,6 +141,13 @@ def test_adapt_start_up_errors(tmp_path: Path) -> None:
                             str(tmp_path / f"out{i}"), "--no-progress", *extra], capture_output=True, text=True,
                            cwd=ROOT, timeout=300)
         assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr, (expect, r.stderr[-1500:])
+    (tmp_path / "mine" / "crops").mkdir(parents=True)
+    (tmp_path / "mine" / "crops" / "keep.jpg").write_text("a user's file")
+    r = subprocess.run([sys.executable, "-m", "reidd", "adapt", "--config", str(tmp_path / "c0.yaml"), "--out",
+                        str(tmp_path / "mine"), "--no-progress"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert r.returncode == 2 and "not written by reidd adapt" in r.stderr, r.stderr[-1000:]
+    assert (tmp_path / "mine" / "crops" / "keep.jpg").exists()
     (tmp_path / "file").write_text("x")
     r = subprocess.run([sys.executable, "-m", "reidd", "adapt", "--config", str(tmp_path / "c0.yaml"), "--out",
                         str(tmp_path / "file" / "sub")], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -250,8 +250,12 @@ def adapt(cfg: Config, out: str | Path, *, start: str | None = None, rounds: int
     current = _start_checkpoint(cfg, start, out)
     log(f"adapt: starting from {current}; replaying {len(cfg.enabled_cameras)} camera(s) to collect tracklets")
     crops_dir = out / "crops"
-    if crops_dir.exists():
+    if crops_dir.exists():  # an earlier adapt run's crops are replaced; anything else there is not ours to delete
+        if not (crops_dir / ".reidd-adapt").is_file():
+            raise AdaptError(f"--out: {crops_dir} exists and was not written by reidd adapt; choose another --out")
         shutil.rmtree(crops_dir)
+    crops_dir.mkdir(parents=True)
+    (crops_dir / ".reidd-adapt").write_text("crops collected by reidd adapt; replaced at every run\n")
     items, collected = collect(cfg, crops_dir)
     log(f"adapt: {collected['tracklets_kept']} tracklets with {collected['crops']} crops "
         f"({collected['tracklets_skipped']} too short), {collected['frames']} frames")
