@@ -248,8 +248,8 @@ class EmbeddedRedis:
                         return
                 except redis.exceptions.BusyLoadingError:
                     pass  # still loading its data set from disk
-                except redis.exceptions.ConnectionError:
-                    pass
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    pass  # not listening yet, or too slow to answer on a loaded machine: ask again
                 if time.monotonic() > deadline:
                     self._proc.kill()
                     self._proc.wait()
