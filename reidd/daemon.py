@@ -120,7 +120,7 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
             print(f"redis: {redact_url(runtime.redis_url)}  events stream: {cfg.events.stream}", flush=True)
         holder["ready"] = runtime.ready if runtime else (lambda: (True, {}))
         pipeline = Pipeline(cfg, replay=True, speed=speed, metrics=metrics, sinks=sinks,
-                            on_tick=[runtime.stage.tick] if runtime else [])
+                            on_tick=[runtime.stage.on_tick] if runtime else [])
         holder["p"] = pipeline
         with _SignalStop(pipeline):
             result = pipeline.run()
@@ -143,7 +143,8 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
         "matches": runtime.stage.matches if runtime else 0,
         "frames": result.frames,
         "wall_seconds": round(result.wall_seconds, 3),
-        "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},
+        "stage_seconds": {k: round(v, 3) for k, v in {
+            **result.stage_seconds, **({"reid_worker": runtime.stage.worker_seconds} if runtime else {})}.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     _print_summary(result)
@@ -209,7 +210,7 @@ def run_live(cfg: Config, *, metrics: Metrics | None = None) -> int:
                    f"reidd events tail --redis-url {shown}")
             log.info("redis %s; subscribe to stream '%s' (%s)", shown, cfg.events.stream, how)
         pipeline = Pipeline(cfg, replay=False, metrics=metrics, sinks=sinks,
-                            on_tick=[runtime.stage.tick] if runtime else [])
+                            on_tick=[runtime.stage.on_tick] if runtime else [])
         holder["p"] = pipeline
         with _SignalStop(pipeline):
             result = pipeline.run()

@@ -208,7 +208,7 @@ class ReidRuntime:
             log.warning("events not yet delivered to Redis remain in the spool (%d)", self.stream_sink.spool_depth)
 
     def close(self) -> None:
-        for closer in (self.sink.close, self.gallery.close, self.redis.close):
+        for closer in (self.stage.close, self.sink.close, self.gallery.close, self.redis.close):
             try:
                 closer()
             except Exception:  # keep closing the rest

@@ -287,3 +287,29 @@ def test_real_vehicle_crops_matched_across_two_cameras(tmp_path: Path) -> None:
     assert res["transition_accuracy"] >= 0.7, res
     assert res["false_merges"] <= 1, res
     assert res["idf1"] >= 0.75, res
+
+
+def test_replay_embedder_fault_fails_the_run_instead_of_hanging(scene3, tmp_path: Path, monkeypatch) -> None:
+    """Replay embeds in a worker beside the pipeline: a fault there must stop the run with the cause,
+    not leave the pipeline waiting on a queue nobody empties, nor a thread behind."""
+    import pytest
+
+    from reidd.reid.embedder import Embedder
+
+    calls = {"n": 0}
+    real = Embedder.embed_tracklets
+
+    def failing(self, tracklets):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            raise MemoryError("simulated out-of-memory in the embedder")
+        return real(self, tracklets)
+
+    monkeypatch.setattr(Embedder, "embed_tracklets", failing)
+    cfg = reid_config(scene3, tmp_path, "fault")
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="re-ID worker failed: simulated out-of-memory"):
+        run_replay(load_config(cfg), tmp_path / "out")
+    assert time.monotonic() - t0 < 300
+    assert calls["n"] >= 2
+    assert not [t for t in threading.enumerate() if t.name == "reidd-replay-reid"]

@@ -1,7 +1,10 @@
 """The re-ID stage: a tracklet sink that embeds, matches across cameras and publishes events.
 
-Replay: embedding runs synchronously in the pipeline thread and decisions are driven by media
-time (``tick(now_ts)`` after every processed batch), so the outcome depends only on the input.
+Replay: one worker thread takes the pipeline's closed tracklets and ticks from a bounded queue, in
+the order the pipeline produced them: it embeds each list of tracklets as one batch, hands it to the
+matcher and runs each tick (``tick(now_ts)`` after every processed batch, media time) only after the
+tracklets before it. Decisions depend only on that order, so the outcome depends only on the input,
+while detection and tracking of the next frames go on beside the embedding.
 Live: a :class:`~reidd.reid.embedder.BatchingEmbedder` thread batches crops from all cameras;
 decisions are driven by wall-clock ticks. Either way every closed tracklet becomes one
 ``tracklet`` event (with its global id) and every accepted match one ``match`` event.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -31,6 +35,9 @@ from reidd.reid.embedder import BatchingEmbedder, Embedder
 from reidd.types import Event, Tracklet, TrackletEmbedding
 
 log = logging.getLogger("reidd.stage")
+
+#: replay: closed-tracklet lists and ticks waiting for the re-ID worker (the pipeline waits beyond this)
+REPLAY_QUEUE = 256
 
 
 def box_summary(t: Tracklet) -> dict[str, Any]:
@@ -107,16 +114,86 @@ class ReidStage:
         self.tracklets = 0
         self.matches = 0
         self._batcher = BatchingEmbedder(embedder, self.submit_embedded).start() if live else None
+        # replay: the ordered worker (started on first use; ``rematch`` calls submit_embedded/tick itself)
+        self._jobs: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=REPLAY_QUEUE)
+        self._worker: threading.Thread | None = None
+        self._worker_error: BaseException | None = None
+        self._abort = False
+        self.worker_seconds = 0.0  # replay: time the worker spent embedding, matching and deciding
 
     # ------------------------------------------------------------------ sink side
     def __call__(self, tracklets: list[Tracklet]) -> None:
+        if self._batcher is not None:
+            self._save_crops(tracklets)
+            self._batcher.submit(tracklets)
+        else:
+            self._enqueue("embed", tracklets)
+
+    def on_tick(self, now_ts: float) -> None:
+        """The pipeline's tick hook: live, decide now; replay, after the tracklets handed over before it."""
+        if self._batcher is not None:
+            self.tick(now_ts)
+        else:
+            self._enqueue("tick", now_ts)
+
+    def _save_crops(self, tracklets: list[Tracklet]) -> None:
         if self.crops is not None:
             for t in tracklets:
                 self._crop_paths[t.tracklet_id] = self.crops.save(t)
-        if self._batcher is not None:
-            self._batcher.submit(tracklets)
-        else:
-            self.submit_embedded(self.embedder.embed_tracklets(tracklets), tracklets)
+
+    def _enqueue(self, kind: str, item: Any) -> None:
+        self._raise_worker_error()
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="reidd-replay-reid", daemon=True)
+            self._worker.start()
+        while True:  # bounded: a slow embedder holds the pipeline back instead of piling up crops
+            try:
+                self._jobs.put((kind, item), timeout=0.5)
+                return
+            except queue.Full:
+                self._raise_worker_error()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if self._worker_error is not None or self._abort:
+                continue  # failed or closed: drain without working, so the pipeline is not blocked
+            kind, item = job
+            t0 = time.perf_counter()
+            try:
+                if kind == "tick":
+                    self.tick(item)
+                else:
+                    self._save_crops(item)
+                    self.submit_embedded(self.embedder.embed_tracklets(item), item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the pipeline thread, which raises it
+                log.exception("re-ID worker failed")
+                self._worker_error = exc
+            self.worker_seconds += time.perf_counter() - t0
+
+    def _raise_worker_error(self) -> None:
+        if self._worker_error is not None:
+            raise RuntimeError(f"re-ID worker failed: {self._worker_error}") from self._worker_error
+
+    def close(self) -> None:
+        """Stop the replay worker without doing what is still queued (a run that failed or was aborted)."""
+        if self._worker is not None:
+            self._abort = True
+            try:
+                self._jobs.put(None, timeout=5.0)
+            except queue.Full:
+                pass
+            self._worker.join(timeout=5.0)
+            self._worker = None
+
+    def _join_worker(self) -> None:
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join()
+            self._worker = None
+        self._raise_worker_error()
 
     def submit_embedded(self, embs: list[TrackletEmbedding | None], tracklets: list[Tracklet] | None = None) -> None:
         """Hand embedded tracklets (None: a tracklet without crops, taken from ``tracklets``) to the matcher."""
@@ -203,6 +280,7 @@ class ReidStage:
         if self._batcher is not None:
             if not (self._batcher.drain(120.0) and self._batcher.close(30.0)):
                 log.error("embedder still busy at shutdown: tracklets still queued for embedding get no events")
+        self._join_worker()
         deadline = time.monotonic() + redis_wait_s
         while True:
             self.tick(None)
