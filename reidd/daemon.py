@@ -123,9 +123,12 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
                             on_tick=[runtime.stage.on_tick] if runtime else [])
         holder["p"] = pipeline
         with _SignalStop(pipeline):
+            t0 = time.perf_counter()
             result = pipeline.run()
             if runtime is not None:
                 runtime.finish()
+                # the re-ID worker may still be embedding when the pipeline ends: count its finish too
+                result.wall_seconds = time.perf_counter() - t0
     finally:
         for writer in (jsonl, mot):
             if writer is not None:
