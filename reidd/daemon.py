@@ -113,9 +113,11 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
                 cfg, live=False, metrics=metrics, redis_url=redis_url,
                 fresh_state_dir=None if redis_url else out / "state", events_jsonl=events_jsonl,
                 crops_dir=(out / "crops") if save_crops else None, crops_relative_to=out, mtmc_path=mtmc_path,
-                clock=lambda: (holder["p"].now() or 0.0) if "p" in holder else 0.0,
+                # media time as far as the re-ID worker has decided, not the pipeline's (it runs ahead)
+                clock=lambda: holder["rt"].stage.media_ts if "rt" in holder else 0.0,
                 embeddings_log=(out / "embeddings.jsonl") if save_embeddings else None,
             )
+            holder["rt"] = runtime
             sinks.append(runtime.stage)
             print(f"redis: {redact_url(runtime.redis_url)}  events stream: {cfg.events.stream}", flush=True)
         holder["ready"] = runtime.ready if runtime else (lambda: (True, {}))

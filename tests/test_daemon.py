@@ -313,3 +313,26 @@ def test_replay_embedder_fault_fails_the_run_instead_of_hanging(scene3, tmp_path
     assert time.monotonic() - t0 < 300
     assert calls["n"] >= 2
     assert not [t for t in threading.enumerate() if t.name == "reidd-replay-reid"]
+
+
+def test_replay_gallery_clock_follows_the_reid_worker_not_the_pipeline(scene3, tmp_path: Path, monkeypatch) -> None:
+    """With re-ID in a worker the pipeline runs ahead of the decisions; a replay with a slowed embedder and a
+    short gallery ``ttl_s`` must still decide exactly as ``rematch`` of its own log, which follows the ticks
+    synchronously (order of tracklets and ticks, and the gallery's media clock, as the worker sees them)."""
+    from reidd.match.recording import rematch
+    from reidd.reid.embedder import Embedder
+
+    real = Embedder.embed_tracklets
+
+    def slow(self, tracklets):
+        time.sleep(0.3)  # let the pipeline race ahead of the worker
+        return real(self, tracklets)
+
+    monkeypatch.setattr(Embedder, "embed_tracklets", slow)
+    cfg_path = reid_config(scene3, tmp_path, "ttl", gallery={"ttl_s": 6.0})
+    out = tmp_path / "replay"
+    code, _ = run_replay(load_config(cfg_path), out, mtmc_path=out / "mtmc.txt", save_crops=False,
+                         save_embeddings=True)
+    assert code == 0
+    rematch(load_config(cfg_path), out / "embeddings.jsonl", tmp_path / "re", mtmc_path=tmp_path / "re" / "mtmc.txt")
+    assert (tmp_path / "re" / "mtmc.txt").read_bytes() == (out / "mtmc.txt").read_bytes()

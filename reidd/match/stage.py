@@ -120,6 +120,7 @@ class ReidStage:
         self._worker_error: BaseException | None = None
         self._abort = False
         self.worker_seconds = 0.0  # replay: time the worker spent embedding, matching and deciding
+        self.media_ts = 0.0  # the latest tick time decided: replay's gallery clock (the pipeline may be ahead)
 
     # ------------------------------------------------------------------ sink side
     def __call__(self, tracklets: list[Tracklet]) -> None:
@@ -218,6 +219,8 @@ class ReidStage:
     def tick(self, now_ts: float | None) -> None:
         """Decide what is due (``now_ts`` None: everything) and publish the events."""
         with self._lock:
+            if now_ts is not None:
+                self.media_ts = max(self.media_ts, now_ts)
             if self.recorder is not None:
                 self.recorder.tick(now_ts)
             decisions = self.matcher.decide(now_ts)
