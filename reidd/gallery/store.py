@@ -22,8 +22,9 @@ entries whose Redis key is gone (expired or deleted by someone else: a few keys 
 EXISTS per sync). With any other clock (replay) only the media-time rule applies, so a replay that
 runs slower than real time does not lose entries mid-run when their wall TTL runs out.
 
-Index builds: with the wall clock, bulk HNSW inserts (``load``, compaction after many removals) use
-every core; with any other clock they use one thread so that a replay is reproducible.
+Index builds: with the wall clock, rebuilds (the switch from exact search to IVF, IVF retrains, HNSW
+compaction) run on a thread beside the index in use, which keeps answering, and are swapped in when
+done; with any other clock they run inside the call that needs them, so that a replay is reproducible.
 
 Bounds: at most ``max_entries`` in memory; past it the entry with the oldest ``last_ts`` leaves the
 index (it stays in Redis until its TTL) and ``stats["evicted"]`` counts it.
@@ -352,17 +353,23 @@ class Gallery:
 
     # ------------------------------------------------------------------ internals
     def _new_index(self) -> VectorIndex:
-        # Live (wall clock): bulk HNSW builds (load, compaction) use every core; arrival order is not
-        # reproducible anyway. Replay: one thread, so the same input gives the same matches.
+        # Live (wall clock): rebuilds (the switch to IVF, retrains, compaction) run beside the index in
+        # use and bulk HNSW inserts use every core, so matching never waits for them; arrival order is
+        # not reproducible anyway. Replay: rebuilds happen in the call that triggers them, HNSW on one
+        # thread, so the same input gives the same matches.
         threads = (os.cpu_count() or 1) if self._wall else 1
         # efSearch defaults to 256 rather than 64: +0.2 ms per query for recall@10 0.84 -> 0.93 at 1e5
         # entries (scripts/bench_gallery.py, 256-d clustered data); queries are few, misses are costly.
         return VectorIndex(
             self.dim, kind=self.cfg.index, exact_max=self.cfg.exact_max, hnsw_m=self.cfg.hnsw_m,
             ef_search=self.cfg.ef_search, ef_construction=self.cfg.ef_construction, build_threads=threads,
+            nlist=self.cfg.nlist, nprobe=self.cfg.nprobe, background=self._wall,
         )
 
     def _reset(self) -> None:
+        old = getattr(self, "_index", None)
+        if old is not None:
+            old.close()
         self._index = self._new_index()
         self._meta.clear()
         self._per_camera.clear()
