@@ -35,6 +35,13 @@ match among in-window candidates 0.79 -> 0.89 with the default embedder), the ca
 (``min_appearance``: fewer false links with a trained model, far fewer links with the default one) and
 flip-averaged embeddings (no gain). Transit-time evidence (``transit_weight`` 0.5: how likely a transit is, from the
 transits the camera pair's accepted links took) was kept: YOLO11n false-merge rate 0.041 -> 0.034.
+Tracklet-level re-ranking was measured and left out (``scripts/bench_rerank.py`` on the recorded embeddings,
+191 queries over seeds 11-13): k-reciprocal re-ranking of the bias-removed vectors over every tracklet of
+both cameras, although offline and so seeing the future, put the true match first among the in-window
+candidates less often (default embedder 0.890 -> 0.81-0.83 for k1 6-20, trained 0.984 -> 0.974-0.979),
+alpha query expansion changed nothing (0.890, 0.984) and database augmentation lost (0.874). A vehicle
+leaves one or two tracklets per camera, so the reciprocal neighbourhoods these methods rely on hold
+other vehicles; the pooled tracklet embedding already averages the vehicle's own crops.
 """
 
 from __future__ import annotations
