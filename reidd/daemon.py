@@ -131,6 +131,7 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
                 runtime.finish()
                 # the re-ID worker may still be embedding when the pipeline ends: count its finish too
                 result.wall_seconds = time.perf_counter() - t0
+                result.stage_seconds["reid_worker"] = runtime.stage.worker_seconds
     finally:
         for writer in (jsonl, mot):
             if writer is not None:
@@ -148,8 +149,7 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
         "matches": runtime.stage.matches if runtime else 0,
         "frames": result.frames,
         "wall_seconds": round(result.wall_seconds, 3),
-        "stage_seconds": {k: round(v, 3) for k, v in {
-            **result.stage_seconds, **({"reid_worker": runtime.stage.worker_seconds} if runtime else {})}.items()},
+        "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     _print_summary(result)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from reidd.config import ReidConfig
-from reidd.device import cpu_threads
+from reidd.device import cpu_threads, release_freed_memory
 from reidd.metrics import Metrics
 from reidd.reid.colour import colour_signature
 from reidd.types import Tracklet, TrackletEmbedding
@@ -167,6 +167,7 @@ class Embedder:
             return
         self._onnx = OnnxEmbedder(path, providers=["CPUExecutionProvider"], threads=cpu_threads())
         del self.model  # onnxruntime serves from here on
+        release_freed_memory()  # what the export allocated would otherwise stay resident
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.dim = int(info["embedding_dim"])
