@@ -8,6 +8,10 @@ dead camera never holds the others back.
 
 Closed tracklets go to every sink (a callable taking a list of tracklets); the re-ID stage and
 the replay writers are sinks.
+
+Threads: each camera decodes in its reader thread; detection runs on one detection thread, a batch
+ahead of the loop that tracks, builds tracklets and calls the sinks, so inference overlaps with
+that work (``detect_ahead``). Batches are tracked in order, so the overlap changes no result.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,6 +78,7 @@ class Pipeline:
         sinks: Sequence[TrackletSink] = (),
         on_tick: Sequence[Callable[[float], None]] = (),
         restart_failed_after_s: float = 30.0,
+        detect_ahead: bool = True,
     ):
         self.cfg = cfg
         self.replay = replay
@@ -99,6 +105,10 @@ class Pipeline:
         self._synced: dict[str, tuple[int, int, int]] = {}
         self._restart_at: dict[str, float] = {}
         self._restart_delay: dict[str, float] = {}
+        # one detection thread: a batch is detected while the one before it is tracked (see _process)
+        self.detect_ahead = detect_ahead
+        self._detect_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reidd-detect")
+        self._pending: tuple[list[Frame], Future] | None = None
         self._prepare_metrics()
         self.metrics.model_loaded.set(1.0)
 
@@ -169,6 +179,7 @@ class Pipeline:
             try:
                 self._emit_all_open("end")
             finally:
+                self._detect_pool.shutdown(wait=True, cancel_futures=True)
                 self._sync_metrics()
                 self.metrics.remove_collector(self._queue_collector)  # do not keep readers (and frames) alive
         return PipelineResult(
@@ -242,6 +253,7 @@ class Pipeline:
             if batch:
                 self._process(batch)
             else:
+                self._finish_pending()  # nothing new to detect: do not hold the last batch back
                 self._stop.wait(0.005)
             if time.monotonic() - last_sync > 0.5:
                 self._sync_metrics()
@@ -252,8 +264,22 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stages
     def _process(self, batch: list[Frame]) -> None:
+        """Hand ``batch`` to the detection thread, then track the batch handed over before it.
+
+        Detection of one batch overlaps with tracking, tracklet building and the sinks of the previous
+        one. Batches are still tracked one at a time and in order, so results do not depend on timing."""
         if not batch:
             return
+        if not self.detect_ahead:
+            self._pending = (batch, self._detect_pool.submit(self._detect, batch))
+            self._finish_pending()
+            return
+        future = self._detect_pool.submit(self._detect, batch)
+        self._finish_pending()
+        self._pending = (batch, future)
+
+    def _detect(self, batch: list[Frame]) -> list:
+        """The detection thread's job."""
         m = self.metrics
         t = time.perf_counter()
         dets = self.detector.detect(batch)
@@ -262,6 +288,16 @@ class Pipeline:
         m.detector_latency.observe(dt)
         m.detector_batch.observe(len(batch))
         m.stage_seconds.labels(stage="detect").observe(dt)
+        return dets
+
+    def _finish_pending(self) -> None:
+        """Track the batch whose detections are in flight (waits for them); re-raises a detector error."""
+        if self._pending is None:
+            return
+        batch, future = self._pending
+        self._pending = None
+        dets = future.result()
+        m = self.metrics
         closed: list[Tracklet] = []
         track_s = tracklets_s = 0.0
         for frame, d in zip(batch, dets):
@@ -299,6 +335,7 @@ class Pipeline:
             fn(ts)
 
     def _camera_ended(self, end: SourceEnd) -> None:
+        self._finish_pending()  # the camera's last frames are tracked before its tracklets are flushed
         s = self.summary[end.camera_id]
         if end.error:
             s.error = end.error
@@ -307,6 +344,7 @@ class Pipeline:
         self._emit(self.builders[end.camera_id].flush("end"))
 
     def _emit_all_open(self, reason: str) -> None:
+        self._finish_pending()
         closed: list[Tracklet] = []
         for cam_id in self.order:
             closed += self.builders[cam_id].flush(reason)

@@ -67,7 +67,7 @@ def run_decode(video: str) -> dict:
     return {"frames": n, "seconds": time.perf_counter() - t}
 
 
-def run_reidd(video: str, model: str, tracker: str, imgsz: int) -> dict:
+def run_reidd(video: str, model: str, tracker: str, imgsz: int, overlap: bool = True) -> dict:
     _env()
     from reidd.config import parse_config
     from reidd.pipeline import Pipeline
@@ -79,7 +79,7 @@ def run_reidd(video: str, model: str, tracker: str, imgsz: int) -> dict:
         "tracker": {"type": tracker, "gmc_method": "none"},
         "reid": {"enabled": False}, "metrics": {"enabled": False},
     }, "bench", ".")
-    r = Pipeline(cfg, replay=True).run()  # the model loads in the constructor, outside the timing
+    r = Pipeline(cfg, replay=True, detect_ahead=overlap).run()  # the model loads in the constructor, untimed
     return {"frames": r.frames, "seconds": r.wall_seconds, "stage_seconds": r.stage_seconds,
             "tracklets": r.cameras["bench"].tracklets, "peak_rss_mb": _peak_rss_mb()}
 

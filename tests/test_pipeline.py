@@ -92,6 +92,49 @@ def test_replay_tracking_quality_and_determinism(scene3, tmp_path: Path) -> None
         assert r["first_frame"] <= r["last_frame"] and r["first_ts"] <= r["last_ts"]
 
 
+def test_detection_ahead_of_tracking_changes_nothing_and_surfaces_detector_errors(scene3, tmp_path: Path) -> None:
+    """Detection runs one batch ahead of tracking on its own thread: the tracklets are the same as with
+    detection and tracking in turn, and a detector failure ends the run with that error after the
+    batches before it were tracked."""
+    import pytest
+
+    from reidd.detect import build_detector
+    from reidd.pipeline import Pipeline
+
+    cfg = load_config(scene_config(scene3, tmp_path))
+
+    class Counting:  # a fresh detector per run: background subtraction learns from the frames it sees
+        name = "counting"
+
+        def __init__(self, fail_at: int | None = None):
+            self.calls, self.fail_at, self.threads = 0, fail_at, set()
+            self.inner = build_detector(cfg.detector, scene3.camera_ids)
+
+        def detect(self, frames):
+            import threading
+
+            self.calls += 1
+            self.threads.add(threading.current_thread().name)
+            if self.fail_at is not None and self.calls == self.fail_at:
+                raise RuntimeError("detector broke")
+            return self.inner.detect(frames)
+
+    runs = {}
+    for ahead in (True, False):
+        got: list = []
+        det = Counting()
+        Pipeline(cfg, replay=True, detector=det, sinks=[got.extend], detect_ahead=ahead).run()
+        runs[ahead] = [(t.camera_id, t.local_id, [(b.frame, b.xyxy) for b in t.boxes]) for t in got]
+        assert all(name.startswith("reidd-detect") for name in det.threads)
+    assert runs[True] == runs[False] and len(runs[True]) >= len(scene3.camera_ids)
+    got = []
+    det = Counting(fail_at=60)
+    with pytest.raises(RuntimeError, match="detector broke"):
+        Pipeline(cfg, replay=True, detector=det, sinks=[got.extend]).run()
+    assert det.calls in (60, 61)  # at most the one batch already handed over ran after the failure
+    assert got  # what was tracked before it was flushed as tracklets
+
+
 def test_botsort_tracker_runs(scene3, tmp_path: Path) -> None:
     cfg = load_config(scene_config(scene3, tmp_path, tracker={"type": "botsort", "gmc_method": "none"}))
     code, result = run_replay(cfg, tmp_path / "o")
