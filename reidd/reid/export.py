@@ -118,10 +118,9 @@ class OnnxEmbedder:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        # No CPU arena: the batch size changes from call to call, and the arena would keep the largest
-        # batch's activations for good (about 1.7 GB after one 64-crop batch at 224x224). The memory
-        # pattern (planned buffers per input shape) stays on; it is what keeps the calls fast.
-        opts.enable_cpu_mem_arena = False
+        # Worker threads sleep between calls instead of spinning: the embedder shares the cores with
+        # decoding, detection and tracking, and spinning threads take their time.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         wanted = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=wanted)
