@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from reidd.types import VEHICLE_CLASSES
+
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -167,7 +169,9 @@ class DetectorConfig(_Model):
         ),
     )
     classes: list[int] = Field(
-        default_factory=lambda: [2, 3, 5, 7], description="COCO class ids kept (default: car, motorcycle, bus, truck)."
+        default_factory=lambda: sorted(VEHICLE_CLASSES),
+        description="COCO class ids kept (default: " + ", ".join(VEHICLE_CLASSES[c] for c in sorted(VEHICLE_CLASSES))
+        + ").",
     )
     detections_dir: str | None = Field(
         None,
@@ -509,7 +513,7 @@ class Config(_Model):
     """A whole cameras.yaml."""
 
     daemon_id: str | None = Field(
-        None, pattern=_ID_RE, description="Name of this daemon in events and gallery entries (default: host name)."
+        None, pattern=_ID_RE, description="Name of this daemon in events and gallery entries (default: '<host name>-<camera ids>' live, 'replay-<camera ids>' in replay)."
     )
     cameras: Annotated[list[CameraConfig], Field(min_length=1)] = Field(..., description="The cameras.")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Vehicle detector.")

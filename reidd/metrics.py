@@ -11,7 +11,7 @@ Cumulative component counters become Prometheus counters through :meth:`Metrics.
 :meth:`Metrics.watch_reid` registers the collector for a matcher and its gallery (the pipeline does it
 for any sink that has a ``matcher``). Label sets known in advance (cameras, close reasons, event types,
 topology pairs) are created up front by :meth:`Metrics.prepare`, so every metric has a sample from the
-start of a run (a counter at 0 rather than absent). :func:`serve` starts a small HTTP server with
+start of a run (a counter at 0 rather than absent). :class:`MetricsServer` (``start()``/``stop()``) is a small HTTP server with
 
 * ``/metrics``  Prometheus text format,
 * ``/healthz``  200 while the process is alive,

@@ -126,7 +126,8 @@ class Tracklet:
 
     ``segment`` counts the pieces of a long-lived track emitted periodically (0 first).
     ``reason`` says why it was closed: ``lost`` (track not seen for N frames),
-    ``end`` (source finished or daemon stopping) or ``periodic`` (long track, still open).
+    ``end`` (source finished or daemon stopping), ``periodic`` (long track, still open) or
+    ``evicted`` (more open tracks in the camera than ``tracklets.max_open_tracks``: the least recently seen).
     """
 
     camera_id: str
