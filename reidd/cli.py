@@ -12,7 +12,8 @@ from reidd import __version__
 from reidd.config import ConfigError, load_config
 
 #: Modules that add their own subcommands through ``register(subparsers)``.
-_PLUGIN_MODULES: list[str] = ["reidd.demo", "reidd.synth", "reidd.report", "reidd.train.cli", "reidd.events.tail", "reidd.evaluate.mtmc"]
+_PLUGIN_MODULES: list[str] = ["reidd.demo", "reidd.synth", "reidd.report", "reidd.train.cli", "reidd.evaluate.cli",
+                                 "reidd.events.tail", "reidd.evaluate.mtmc"]
 
 _DESCRIPTION = """\
 reidd: multi-camera vehicle re-identification daemon.

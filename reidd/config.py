@@ -20,6 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from reidd.detect.registry import DetectorType
+from reidd.detect.registry import describe as describe_detectors
+from reidd.reid.registry import BackboneName
 from reidd.types import VEHICLE_CLASSES
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -146,13 +149,7 @@ class MotionConfig(_Model):
 class DetectorConfig(_Model):
     """Which detector runs on every frame."""
 
-    type: Literal["yolo", "motion", "file"] = Field(
-        "yolo",
-        description=(
-            "'yolo' (ultralytics), 'motion' (background subtraction, fixed cameras) or 'file' (precomputed "
-            "MOTChallenge detection files, one <camera id>.txt per camera in detections_dir)."
-        ),
-    )
+    type: DetectorType = Field("yolo", description=describe_detectors() + ".")
     model: str = Field(
         "yolo11n.pt",
         description=(
@@ -303,7 +300,7 @@ class ReidConfig(_Model):
     """The re-ID embedder shared by all cameras."""
 
     enabled: bool = Field(True, description="Embed and match tracklets (off: tracking only).")
-    backbone: Literal["efficientnet_lite0", "resnet18", "resnet50"] | None = Field(
+    backbone: BackboneName | None = Field(
         None,
         description=(
             "CNN backbone. Unset: the one stored in reid.weights, else efficientnet_lite0. A value that contradicts "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from reidd.config import Config
 from reidd.events.sinks import JsonlSink, MultiSink, RedisStreamSink, redis_client_factory
+from reidd.formats.mtmc import MtmcWriter
 from reidd.gallery.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from reidd.gallery.store import Gallery
 from reidd.match.matcher import Matcher
@@ -19,34 +20,9 @@ from reidd.match.recording import EmbeddingLog
 from reidd.match.stage import CropStore, ReidStage
 from reidd.metrics import Metrics
 from reidd.reid.embedder import Embedder
-from reidd.types import Event, Tracklet
+from reidd.types import Event
 
 log = logging.getLogger("reidd.runtime")
-
-
-class MtmcWriter:
-    """Final per-frame global ids, AI City MTMC format: ``camera_id obj_id frame_id x y w h -1 -1``
-    (frame_id 1-based in the camera's video, obj_id the global id); sorted when closed."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._part = self.path.with_name(self.path.name + ".part")
-        self._fh = self._part.open("w", encoding="utf-8")
-
-    def __call__(self, t: Tracklet, gid: int) -> None:
-        for b in t.boxes:
-            x1, y1, x2, y2 = b.xyxy
-            self._fh.write(f"{t.camera_id} {gid} {b.frame + 1} {round(x1)} {round(y1)} "
-                           f"{round(x2 - x1)} {round(y2 - y1)} -1 -1\n")
-
-    def close(self) -> Path:
-        self._fh.close()
-        lines = self._part.read_text(encoding="utf-8").splitlines(keepends=True)
-        lines.sort(key=lambda s: (s.split(" ", 1)[0], int(s.split(" ", 3)[2]), int(s.split(" ", 2)[1])))
-        self.path.write_text("".join(lines), encoding="utf-8")
-        self._part.unlink()
-        return self.path
 
 
 def events_readiness(health: dict, redis_ok: bool, grace_s: float) -> tuple[bool, dict]:
@@ -221,4 +197,4 @@ class ReidRuntime:
             self.embedded.stop()
 
 
-__all__ = ["ReidRuntime", "MtmcWriter", "RedisUnavailable", "events_readiness"]
+__all__ = ["ReidRuntime", "RedisUnavailable", "events_readiness"]

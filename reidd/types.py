@@ -39,6 +39,12 @@ class Detections:
     """Boxes found in one frame. Every detector returns this; every tracker takes it.
 
     ``track_id`` is filled by trackers (``-1`` where unknown).
+
+    Contract: :class:`reidd.track.tracker.CameraTracker` hands this object to ultralytics' BYTETracker /
+    BOTSORT ``update`` as if it were its ``Results.boxes``. They read ``conf``, ``xywh``, ``xyxy`` and
+    ``cls`` by attribute, slice with boolean masks and index arrays (``__getitem__``) and take ``len``;
+    keep those names, shapes and semantics (``xywh`` is centre x, centre y, width, height) when
+    changing this class, or tracking breaks.
     """
 
     xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
@@ -211,7 +217,12 @@ class Match:
 
 @dataclass(slots=True)
 class Event:
-    """One message for the outside world (see reidd/events/schema.json)."""
+    """One message for the outside world.
+
+    Contract: the payload's fields are a public interface (consumers read them from the Redis Stream,
+    Pub/Sub and JSONL): reidd/events/event_schema.json is their schema, docs/events.md describes them
+    and ``reidd.events.schema.validate_event`` (used by the tests) checks events against the schema.
+    Change the three together, and only by adding fields."""
 
     event_id: str  # stable: the same input gives the same id, so redelivery is detectable
     type: str  # "tracklet" | "match"

@@ -120,7 +120,7 @@ def embedder_rate(device: str, batch: int = 64, rounds: int = 5) -> dict:
     for _ in range(rounds):
         emb.embed_crops(crops)
     dt = time.perf_counter() - t
-    return {"device": str(emb.device), "runtime": "onnxruntime" if emb._onnx is not None else "torch",
+    return {"device": str(emb.device), "runtime": emb.backend.name,
             "dtype": str(emb.dtype).replace("torch.", ""), "crops_per_s": round(batch * rounds / dt, 1)}
 
 

@@ -186,6 +186,7 @@ def test_events_doc_subscriber_example_runs_against_real_redis(redis_proc, tmp_p
 def _parser() -> argparse.ArgumentParser:
     """The reidd CLI with the train/eval/export and report commands (registered here if the CLI lacks them)."""
     from reidd import cli, report
+    from reidd.evaluate import cli as eval_cli
     from reidd.train import cli as train_cli
 
     p = cli.build_parser()
@@ -195,6 +196,8 @@ def _parser() -> argparse.ArgumentParser:
         report.register(sub)
     if "train" not in sub.choices:
         train_cli.register(sub)
+    if "eval" not in sub.choices:
+        eval_cli.register(sub)
     return p
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from reidd.reid.checkpoint import save_checkpoint
 from reidd.reid.model import ModelSpec, build_model
-from reidd.train.cli import register
+from reidd.evaluate.cli import register
 from reidd.train.synthetic import write_toy_reid_dataset
 
 

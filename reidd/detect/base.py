@@ -34,15 +34,11 @@ def filter_roi(dets: Detections, roi: list[tuple[float, float]] | None) -> Detec
 
 
 def build_detector(cfg: DetectorConfig, camera_ids: list[str] | None = None) -> Detector:
-    """Make the detector named by the config (``camera_ids``: the cameras a ``file`` detector reads for)."""
-    if cfg.type == "file":
-        from reidd.detect.file import FileDetector
+    """Make the detector named by ``cfg.type`` (:data:`reidd.detect.registry.DETECTORS`); ``camera_ids``: the
+    cameras it serves (a ``file`` detector reads one file for each)."""
+    import importlib
 
-        return FileDetector(cfg, list(camera_ids or []))
-    if cfg.type == "motion":
-        from reidd.detect.motion import MotionDetector
+    from reidd.detect.registry import DETECTORS
 
-        return MotionDetector(cfg)
-    from reidd.detect.yolo import YoloDetector
-
-    return YoloDetector(cfg)
+    module, _, name = DETECTORS[cfg.type][0].partition(":")
+    return getattr(importlib.import_module(module), name)(cfg, list(camera_ids or []))

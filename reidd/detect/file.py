@@ -15,72 +15,14 @@ or a malformed line is a :class:`~reidd.detect.base.DetectorLoadError` naming th
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from reidd.config import DetectorConfig
 from reidd.detect.base import DetectorLoadError
+from reidd.formats.mot import MAX_FILE_BYTES, UNKNOWN_CLASS, read_mot_detections  # noqa: F401 - re-exported
 from reidd.types import Detections, Frame
-
-#: Largest detection file read (bytes; about 6 million boxes): bounds memory for a hostile or mistaken path.
-MAX_FILE_BYTES = 256 * 1024**2
-UNKNOWN_CLASS = 2
-
-
-def read_mot_detections(path: Path) -> tuple[dict[int, Detections], bool]:
-    """``{frame (1-based): Detections}`` and whether any line gave a class. Raises DetectorLoadError."""
-    if not path.is_file():
-        raise DetectorLoadError(f"detector.detections_dir: detection file not found: {path}")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise DetectorLoadError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB (split the recording)")
-    rows: dict[int, list[tuple[float, float, float, float, float, int]]] = {}
-    has_class = False
-    try:
-        fh = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise DetectorLoadError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with fh:
-        try:
-            for n, line in enumerate(fh, 1):
-                s = line.strip()
-                if not s or s.startswith("#"):
-                    continue
-                p = s.replace(",", " ").split()
-                if len(p) < 7:
-                    raise DetectorLoadError(
-                        f"{path}:{n}: expected frame,id,x,y,w,h,conf[,class] (7 or more fields), got {len(p)}")
-                try:
-                    frame_f = float(p[0])
-                    x, y, w, h, conf = (float(v) for v in p[2:7])
-                except ValueError:
-                    raise DetectorLoadError(f"{path}:{n}: fields 1 and 3-7 must be numbers: {s[:80]!r}") from None
-                if not frame_f.is_integer() or frame_f < 1:
-                    raise DetectorLoadError(f"{path}:{n}: frame must be a whole number >= 1, got {p[0]!r}")
-                if not all(math.isfinite(v) for v in (x, y, w, h, conf)):
-                    raise DetectorLoadError(f"{path}:{n}: box and confidence must be finite numbers")
-                if w <= 0 or h <= 0:
-                    raise DetectorLoadError(f"{path}:{n}: width and height must be > 0, got {w:g} x {h:g}")
-                cls = UNKNOWN_CLASS
-                if len(p) >= 8:
-                    try:
-                        c = float(p[7])
-                    except ValueError:
-                        raise DetectorLoadError(f"{path}:{n}: class (field 8) must be a number, got {p[7]!r}") from None
-                    if c >= 0:
-                        if not c.is_integer():
-                            raise DetectorLoadError(f"{path}:{n}: class (field 8) must be a whole number, got {p[7]!r}")
-                        cls, has_class = int(c), True
-                conf = min(1.0, max(0.0, conf))  # MOT files use -1 or raw scores: clamp into the tracker's range
-                rows.setdefault(int(frame_f), []).append((x, y, x + w, y + h, conf, cls))
-        except UnicodeDecodeError:
-            raise DetectorLoadError(f"{path}: not a text file") from None
-    out = {}
-    for f, r in rows.items():
-        a = np.asarray(r, np.float64)
-        out[f] = Detections(a[:, :4], a[:, 4], a[:, 5].astype(np.int32))
-    return out, has_class
 
 
 class FileDetector:

@@ -20,7 +20,7 @@ class MotionDetector:
 
     name = "motion"
 
-    def __init__(self, cfg: DetectorConfig):
+    def __init__(self, cfg: DetectorConfig, camera_ids: list[str] | None = None):
         self.cfg = cfg
         self.m = cfg.motion
         self._bg: dict[str, cv2.BackgroundSubtractorMOG2] = {}

@@ -22,7 +22,7 @@ class YoloDetector:
 
     name = "yolo"
 
-    def __init__(self, cfg: DetectorConfig):
+    def __init__(self, cfg: DetectorConfig, camera_ids: list[str] | None = None):
         from ultralytics import YOLO
 
         self.cfg = cfg

@@ -1,9 +1,7 @@
 """Multi-target multi-camera (MTMC) scoring in the AI City Challenge way, plus cross-camera checks.
 
-Files hold one box per line: ``camera_id obj_id frame_id xmin ymin width height [xworld yworld]``
-(spaces or commas; extra columns are ignored; ``#`` starts a comment). Camera ids may be integers
-(``41``) or strings; ``c041``, ``41`` and ``041`` all mean the same camera, written ``c041``;
-other strings are kept as they are. ``obj_id`` is the global identity across cameras.
+Files are in MTMC format (read by :func:`reidd.formats.mtmc.read_mtmc`: ``camera_id obj_id frame_id xmin
+ymin width height``, camera ids canonicalised, ``obj_id`` the global identity across cameras).
 
 Scoring: every camera's frames are put one after the other on one timeline (each camera's frame ids
 are offset so cameras never overlap) and scored as one sequence with ``motmetrics`` at IoU >= ``iou``.
@@ -27,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -35,12 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reidd.formats.mtmc import MTMCFormatError, camera_key, read_mtmc
+
+__all__ = ["MTMCFormatError", "camera_key", "evaluate_mtmc", "format_table", "read_mtmc", "register"]
+
 if TYPE_CHECKING:
     import pandas as pd
 
-_CAM_RE = re.compile(r"[cC]?0*(\d+)")
-_SPLIT_RE = re.compile(r"[,\s]+")
-COLUMNS = ["camera", "obj_id", "frame", "x", "y", "w", "h", "line"]
 
 _MM_METRICS = [
     "idf1", "idp", "idr", "idtp", "idfp", "idfn", "mota", "motp", "precision", "recall",
@@ -50,81 +48,6 @@ _MM_METRICS = [
 ]
 _RATES = {"idf1", "idp", "idr", "mota", "motp", "precision", "recall"}
 _CAM_METRICS = ["idf1", "mota", "precision", "recall", "num_switches", "num_objects", "num_predictions"]
-
-
-class MTMCFormatError(ValueError):
-    """A malformed MTMC file; the message names the file and line."""
-
-
-def camera_key(token: str) -> str:
-    """Canonical camera id: ``41``, ``041``, ``c41`` and ``c041`` -> ``c041``; other strings unchanged."""
-    m = _CAM_RE.fullmatch(token)
-    return f"c{int(m.group(1)):03d}" if m else token
-
-
-def _as_int(token: str, what: str, where: str) -> int:
-    try:
-        v = float(token)
-    except ValueError:
-        raise MTMCFormatError(f"{where}: {what} must be an integer, got {token!r}") from None
-    if not math.isfinite(v) or v != int(v):
-        raise MTMCFormatError(f"{where}: {what} must be an integer, got {token!r}")
-    return int(v)
-
-
-def _as_float(token: str, what: str, where: str) -> float:
-    try:
-        v = float(token)
-    except ValueError:
-        raise MTMCFormatError(f"{where}: {what} must be a number, got {token!r}") from None
-    if not math.isfinite(v):
-        raise MTMCFormatError(f"{where}: {what} must be finite, got {token!r}")
-    return v
-
-
-def read_mtmc(path: str | Path) -> pd.DataFrame:
-    """Read an MTMC file into a DataFrame with columns ``camera obj_id frame x y w h line``.
-
-    Raises :class:`MTMCFormatError` naming the file and line for a malformed line, and
-    ``FileNotFoundError`` when the file does not exist.
-    """
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"MTMC file not found: {p}")
-    cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-    seen: dict[tuple[str, int, int], int] = {}
-    with open(p, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            text = raw.split("#", 1)[0].strip()
-            if not text:
-                continue
-            where = f"{p}:{lineno}"
-            parts = _SPLIT_RE.split(text)
-            if len(parts) < 7:
-                raise MTMCFormatError(
-                    f"{where}: expected 'camera_id obj_id frame_id xmin ymin width height [xworld yworld]', "
-                    f"got {len(parts)} field(s): {text[:80]!r}"
-                )
-            cam = camera_key(parts[0])
-            obj = _as_int(parts[1], "obj_id", where)
-            frame = _as_int(parts[2], "frame_id", where)
-            if frame < 0:
-                raise MTMCFormatError(f"{where}: frame_id must be >= 0, got {frame}")
-            x, y, w, h = (_as_float(t, n, where) for t, n in zip(parts[3:7], ("xmin", "ymin", "width", "height")))
-            if w <= 0 or h <= 0:
-                raise MTMCFormatError(f"{where}: width and height must be > 0, got {w} x {h}")
-            key = (cam, obj, frame)
-            if key in seen:
-                raise MTMCFormatError(
-                    f"{where}: obj_id {obj} appears twice in camera {cam} frame {frame} (also line {seen[key]})"
-                )
-            seen[key] = lineno
-            for c, v in zip(COLUMNS, (cam, obj, frame, x, y, w, h, lineno)):
-                cols[c].append(v)
-    df = pd.DataFrame(cols)
-    return df.astype({"camera": str, "obj_id": np.int64, "frame": np.int64, "line": np.int64})
 
 
 def iou_distance(gt: np.ndarray, pred: np.ndarray, min_iou: float) -> np.ndarray:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50")
+from reidd.reid.registry import BACKBONES
 
 
 class PretrainedUnavailable(RuntimeError):
@@ -227,34 +227,55 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     backbone.load_state_dict(sd, strict=False)
 
 
+def resnet18() -> ResNetBackbone:
+    return ResNetBackbone("resnet18")
+
+
+def resnet50() -> ResNetBackbone:
+    return ResNetBackbone("resnet50")
+
+
+def load_efficientnet_lite0_imagenet(net: nn.Module, name: str) -> None:
+    load_backbone_weights(net, efficientnet_lite0_weights_path())
+
+
+def load_resnet_imagenet(net: nn.Module, name: str) -> None:
+    """torchvision's IMAGENET1K_V1 weights (downloaded once into torch's cache)."""
+    try:
+        import torchvision
+
+        weights = torchvision.models.get_weight(f"{'ResNet18' if name == 'resnet18' else 'ResNet50'}_Weights.IMAGENET1K_V1")
+        sd = weights.get_state_dict(progress=False)
+    except Exception as exc:  # no internet, hub unreachable, ...
+        raise PretrainedUnavailable(
+            f"could not get ImageNet weights for {name} from torchvision ({type(exc).__name__}: {exc}); "
+            "pass a local state_dict file as pretrained, or allow random init") from exc
+    net.load_state_dict(_clean_state_dict(sd), strict=True)
+
+
 def build_backbone(name: str, pretrained: str | Path | bool = True, *, allow_random: bool = False) -> nn.Module:
-    """Build a backbone; ``pretrained``: True (ImageNet), a state_dict path, or False (random).
+    """Build a backbone of :data:`reidd.reid.registry.BACKBONES`; ``pretrained``: True (ImageNet), a
+    state_dict path, or False (random).
 
     When ImageNet weights cannot be had (resnet without internet) a
     :class:`PretrainedUnavailable` is raised, unless ``allow_random`` (then a warning and random init).
     """
-    if name not in BACKBONES:
+    entry = BACKBONES.get(name)
+    if entry is None:
         raise ValueError(f"unknown backbone '{name}' (choose from {', '.join(BACKBONES)})")
-    net: nn.Module = EfficientNetLite0() if name == "efficientnet_lite0" else ResNetBackbone(name)
+    net: nn.Module = entry.builder()()
     if pretrained is False or pretrained is None:
         return net
     if pretrained is True:
-        if name == "efficientnet_lite0":
-            load_backbone_weights(net, efficientnet_lite0_weights_path())
-            return net
+        loader = entry.imagenet_loader()
+        if loader is None:
+            raise PretrainedUnavailable(f"{name} has no ImageNet weights: pass a local state_dict file as pretrained")
         try:
-            import torchvision
-
-            weights = torchvision.models.get_weight(f"{'ResNet18' if name == 'resnet18' else 'ResNet50'}_Weights.IMAGENET1K_V1")
-            sd = weights.get_state_dict(progress=False)
-        except Exception as exc:  # no internet, hub unreachable, ...
-            msg = (f"could not get ImageNet weights for {name} from torchvision ({type(exc).__name__}: {exc}); "
-                   "pass a local state_dict file as pretrained, or allow random init")
+            loader(net, name)
+        except PretrainedUnavailable as exc:
             if not allow_random:
-                raise PretrainedUnavailable(msg) from exc
-            warnings.warn(msg + " -- using random init", stacklevel=2)
-            return net
-        net.load_state_dict(_clean_state_dict(sd), strict=True)
+                raise
+            warnings.warn(f"{exc} -- using random init", stacklevel=2)
         return net
     load_backbone_weights(net, pretrained)
     return net

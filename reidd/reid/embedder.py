@@ -92,32 +92,108 @@ def pool_features(feats: torch.Tensor, weights: torch.Tensor | None) -> torch.Te
     return pool_groups(feats, owner, weights, 1)[0]
 
 
+class TorchBackend:
+    """A :class:`~reidd.reid.model.ReidModel` run by PyTorch on its device: autocast to ``dtype`` when it
+    is not fp32, channels_last on CUDA."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype = device, dtype
+        self.model = model.to(device).eval()
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.dim = int(model.embedding_dim)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.dtype == torch.float32:
+            return self.model(x)
+        with torch.autocast(device_type=self.device.type, dtype=self.dtype):
+            return self.model(x)
+
+
+class OnnxBackend:
+    """An ONNX embedder run by onnxruntime on CPU, in slices of :func:`onnx_cpu_slice` crops. ``keep``
+    holds what must outlive the session (the temporary folder of an exported model)."""
+
+    name = "onnxruntime"
+    device = torch.device("cpu")
+    dtype = torch.float32
+
+    def __init__(self, path: str | Path, input_size: tuple[int, int], keep: object = None):
+        from reidd.reid.export import OnnxEmbedder
+
+        self.session = OnnxEmbedder(path, providers=["CPUExecutionProvider"], threads=cpu_threads())
+        self.keep = keep
+        self.slice = onnx_cpu_slice()
+        self.dim = int(self.session(np.zeros((1, 3, *input_size), np.float32)).shape[1])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        xs, k = x.cpu().numpy(), self.slice
+        return torch.from_numpy(np.concatenate([self.session(xs[j : j + k]) for j in range(0, len(xs), k)]))
+
+
 class Embedder:
-    """Loads the configured model once; embeds and pools tracklets."""
+    """Loads the configured model once; embeds and pools tracklets.
+
+    The model runs in one backend (:class:`TorchBackend` or :class:`OnnxBackend`, chosen by
+    :meth:`_backend_for`); preprocessing, batching, flip averaging and pooling happen here, once."""
 
     def __init__(self, cfg: ReidConfig, metrics: Metrics | None = None):
-        from reidd.reid.model import build_model, pick_device, pick_precision
+        from reidd.reid.model import pick_device, pick_precision
 
         self.cfg = cfg
         self.metrics = metrics
-        self.device = pick_device(cfg.device)
-        self.dtype = pick_precision(self.device, cfg.precision)
-        self._onnx = None
-        self._onnx_slice = onnx_cpu_slice()
-        self._tmp = None
+        device = pick_device(cfg.device)
+        self.backend: TorchBackend | OnnxBackend = self._backend_for(cfg, device, pick_precision(device, cfg.precision))
+        h, w = self.spec.input_size
+        self._mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+        self._size = (h, w)
+        log.info("embedder: %s dim=%d on %s (%s, %s)%s", self.spec.backbone, self.dim, self.device,
+                 self.backend.name, str(self.dtype).replace("torch.", ""),
+                 f" weights={cfg.weights}" if cfg.weights else " ImageNet init")
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backend.dtype
+
+    @property
+    def dim(self) -> int:
+        return self.backend.dim
+
+    def _backend_for(self, cfg: ReidConfig, device: torch.device, dtype: torch.dtype) -> TorchBackend | OnnxBackend:
+        """The one place that decides how the model runs: an .onnx file in onnxruntime; a checkpoint or
+        the ImageNet-initialised model in PyTorch, or exported to onnxruntime on CPU (``reid.runtime``)."""
         if cfg.weights and cfg.weights.endswith(".onnx"):
             try:
-                self._init_onnx(cfg.weights)
+                return self._onnx_file(cfg.weights)
             except EmbedderError:
                 raise
             except Exception as exc:  # protobuf, onnxruntime and spec errors: one start-up error naming the field
                 detail = " ".join(str(exc).split())[:300] or type(exc).__name__
                 raise EmbedderError(f"reid.weights: {cfg.weights} is not a usable reidd ONNX model ({detail})") from exc
-        elif cfg.weights:
+        model = self._torch_model(cfg, device)
+        if self._use_onnxruntime(device):
+            backend = self._export_for_cpu(model)
+            if backend is not None:
+                return backend
+        return TorchBackend(model, device, dtype)
+
+    def _torch_model(self, cfg: ReidConfig, device: torch.device) -> torch.nn.Module:
+        from reidd.reid.model import build_model
+
+        if cfg.weights:
             from reidd.reid.checkpoint import CheckpointMismatch, load_checkpoint
 
             try:
-                self.model, meta = load_checkpoint(cfg.weights, map_location=self.device)
+                model, meta = load_checkpoint(cfg.weights, map_location=device)
             except CheckpointMismatch as exc:
                 raise EmbedderError(f"reid.weights: {exc}") from exc
             self.spec = meta["spec"]
@@ -125,35 +201,22 @@ class Embedder:
             if clash:
                 raise EmbedderError(f"reid.weights: {cfg.weights} does not fit the config: " + "; ".join(clash)
                                     + " (leave those fields unset to use the checkpoint's)")
-        else:
-            from reidd.reid.backbones import PretrainedUnavailable
+            return model
+        from reidd.reid.backbones import PretrainedUnavailable
 
-            spec = expected_spec(cfg)
-            try:
-                self.model = build_model(spec, pretrained=True)
-            except PretrainedUnavailable as exc:
-                raise EmbedderError(
-                    f"reid.backbone: ImageNet weights for '{spec.backbone}' are not available here ({exc}); "
-                    "set reid.weights to a checkpoint or use backbone efficientnet_lite0 (works offline)"
-                ) from exc
-            self.spec = spec
-        if self._onnx is None and self._use_onnxruntime():
-            self._export_for_cpu()
-        if self._onnx is None:
-            self.model = self.model.to(self.device).eval()
-            if self.device.type == "cuda":
-                self.model = self.model.to(memory_format=torch.channels_last)
-            self.dim = int(self.model.embedding_dim)
-        h, w = self.spec.input_size
-        self._mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
-        self._size = (h, w)
-        log.info("embedder: %s dim=%d on %s (%s, %s)%s", self.spec.backbone, self.dim, self.device,
-                 "onnxruntime" if self._onnx is not None else "torch", str(self.dtype).replace("torch.", ""),
-                 f" weights={cfg.weights}" if cfg.weights else " ImageNet init")
+        spec = expected_spec(cfg)
+        try:
+            model = build_model(spec, pretrained=True)
+        except PretrainedUnavailable as exc:
+            raise EmbedderError(
+                f"reid.backbone: ImageNet weights for '{spec.backbone}' are not available here ({exc}); "
+                "set reid.weights to a checkpoint or use backbone efficientnet_lite0 (works offline)"
+            ) from exc
+        self.spec = spec
+        return model
 
-    def _use_onnxruntime(self) -> bool:
-        if self.cfg.runtime == "torch" or (self.cfg.runtime == "auto" and self.device.type != "cpu"):
+    def _use_onnxruntime(self, device: torch.device) -> bool:
+        if self.cfg.runtime == "torch" or (self.cfg.runtime == "auto" and device.type != "cpu"):
             return False
         import importlib.util
 
@@ -163,29 +226,28 @@ class Embedder:
             return False
         return True
 
-    def _export_for_cpu(self) -> None:
-        """Export the loaded model to ONNX (verified against PyTorch) and serve it with onnxruntime."""
+    def _export_for_cpu(self, model: torch.nn.Module) -> OnnxBackend | None:
+        """Export the model to ONNX (verified against PyTorch) for onnxruntime; None when that fails."""
         import tempfile
 
-        from reidd.reid.export import ExportError, OnnxEmbedder, export_model
+        from reidd.reid.export import ExportError, export_model
 
-        self._tmp = tempfile.TemporaryDirectory(prefix="reidd-embedder-")
-        path = Path(self._tmp.name) / "embedder.onnx"
+        tmp = tempfile.TemporaryDirectory(prefix="reidd-embedder-")
+        path = Path(tmp.name) / "embedder.onnx"
         try:
-            info = export_model(self.model.cpu().eval(), path, "onnx")
+            info = export_model(model.cpu().eval(), path, "onnx")
         except (ExportError, RuntimeError) as exc:
             log.warning("embedder: ONNX export failed (%s); staying with PyTorch", exc)
-            return
-        self._onnx = OnnxEmbedder(path, providers=["CPUExecutionProvider"], threads=cpu_threads())
-        del self.model  # onnxruntime serves from here on
+            tmp.cleanup()
+            return None
+        backend = OnnxBackend(path, self.spec.input_size, keep=tmp)
+        del model  # onnxruntime serves from here on
         release_freed_memory()  # what the export allocated would otherwise stay resident
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
-        self.dim = int(info["embedding_dim"])
         log.info("embedder: running on onnxruntime (CPU), max abs diff vs PyTorch %.2g", info["max_abs_diff"])
+        return backend
 
-    def _init_onnx(self, path: str) -> None:
-        from reidd.reid.export import OnnxEmbedder, read_onnx_spec
+    def _onnx_file(self, path: str) -> OnnxBackend:
+        from reidd.reid.export import read_onnx_spec
 
         if not Path(path).is_file():
             raise EmbedderError(f"reid.weights: file not found: {path}")
@@ -194,12 +256,8 @@ class Embedder:
         if clash:
             raise EmbedderError(f"reid.weights: {path} does not fit the config: " + "; ".join(clash)
                                 + " (leave those fields unset to use the model's)")
-        self._onnx = OnnxEmbedder(path, providers=["CPUExecutionProvider"], threads=cpu_threads())
         self.spec = got
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
-        probe = self._onnx(np.zeros((1, 3, *got.input_size), np.float32))
-        self.dim = int(probe.shape[1])
+        return OnnxBackend(path, got.input_size)
 
     # ------------------------------------------------------------------ core
     def _prepare(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
@@ -224,18 +282,7 @@ class Embedder:
             x = self._prepare(chunk)
             if self.cfg.flip_average:  # the mirrored crop too, in the same batch (test-time augmentation)
                 x = torch.cat([x, x.flip(3)])
-            if self._onnx is not None:
-                xs, k = x.cpu().numpy(), self._onnx_slice
-                f = torch.from_numpy(np.concatenate([self._onnx(xs[j : j + k]) for j in range(0, len(xs), k)]))
-            else:
-                if self.device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                if self.dtype == torch.float32:
-                    f = self.model(x)
-                else:
-                    with torch.autocast(device_type=self.device.type, dtype=self.dtype):
-                        f = self.model(x)
-            f = F.normalize(f.float(), dim=1)
+            f = F.normalize(self.backend(x).float(), dim=1)
             if self.cfg.flip_average:
                 f = F.normalize(f[: len(chunk)] + f[len(chunk):], dim=1)
             feats.append(f)

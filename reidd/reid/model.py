@@ -22,19 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import CBAM
-from .backbones import BACKBONES, build_backbone
+from .backbones import build_backbone
+from .registry import BACKBONES, DEFAULT_BACKBONE
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-_LITE_MEAN = (127.0 / 255.0,) * 3  # EfficientNet-Lite: (x - 127) / 128 on 0..255 pixels
-_LITE_STD = (128.0 / 255.0,) * 3
 
 
 @dataclass
 class ModelSpec:
     """Everything needed to rebuild a model and feed it: architecture, input size and normalisation."""
 
-    backbone: str = "efficientnet_lite0"
+    backbone: str = DEFAULT_BACKBONE
     embedding_dim: int | None = None
     attention: bool = False
     multi_level: bool = False
@@ -54,9 +51,9 @@ class ModelSpec:
         if h < 32 or w < 32:
             raise ValueError(f"input_size: at least 32x32 pixels, got {self.input_size}")
         self.input_size = (h, w)
-        lite = self.backbone.startswith("efficientnet")
-        self.mean = tuple(float(v) for v in (self.mean or (_LITE_MEAN if lite else _IMAGENET_MEAN)))  # type: ignore[assignment]
-        self.std = tuple(float(v) for v in (self.std or (_LITE_STD if lite else _IMAGENET_STD)))  # type: ignore[assignment]
+        entry = BACKBONES[self.backbone]
+        self.mean = tuple(float(v) for v in (self.mean or entry.mean))  # type: ignore[assignment]
+        self.std = tuple(float(v) for v in (self.std or entry.std))  # type: ignore[assignment]
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("mean/std: three RGB values each")
 

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from reidd.formats import mot, mtmc
 from reidd.synth import render
 
 log = logging.getLogger("reidd.synth")
@@ -348,10 +349,10 @@ def _write_ground_truth(out: Path, camera_ids: list[str], appearances: list[list
     gt_mot = {}
     for cid, cam_rows in zip(camera_ids, rows):
         gt_mot[cid] = out / "gt" / f"{cid}.txt"
-        gt_mot[cid].write_text("".join(f"{f},{o},{x},{y},{w},{h},1,-1,-1,-1\n" for f, o, x, y, w, h in cam_rows),
+        gt_mot[cid].write_text("".join(mot.format_line(f, o, x, y, w, h, 1) for f, o, x, y, w, h in cam_rows),
                                encoding="utf-8")
     gt_mtmc = out / "gt" / "gt_mtmc.txt"
-    gt_mtmc.write_text("".join(f"{cid} {o} {f} {x} {y} {w} {h} -1 -1\n"
+    gt_mtmc.write_text("".join(mtmc.format_line(cid, o, f, x, y, w, h)
                                for cid, cam_rows in zip(camera_ids, rows) for f, o, x, y, w, h in cam_rows),
                        encoding="utf-8")
     return gt_mtmc, gt_mot

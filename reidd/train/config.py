@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from reidd.reid.registry import DEFAULT_BACKBONE, BackboneName, stages_help
+
 
 class TrainConfigError(ValueError):
     """A training config that cannot be used; the message names the file and field."""
@@ -27,8 +29,8 @@ class TrainConfig(BaseModel):
     )
     on_bad: Literal["error", "skip"] = Field("error", description="Missing/corrupt image: stop, or skip and count.")
     # model
-    backbone: Literal["efficientnet_lite0", "resnet18", "resnet50"] = Field(
-        "efficientnet_lite0", description="CNN backbone."
+    backbone: BackboneName = Field(
+        DEFAULT_BACKBONE, description="CNN backbone (reidd/reid/registry.py lists them)."
     )
     embedding_dim: int | None = Field(None, ge=8, description="Linear reduction before the BNNeck (None: none).")
     attention: bool = Field(False, description="CBAM attention after the backbone.")
@@ -42,7 +44,7 @@ class TrainConfig(BaseModel):
     )
     freeze_stages: int = Field(
         0, ge=0, description="Leading backbone stages kept frozen (weights and BN statistics); 0 = train all. "
-        "efficientnet_lite0 has 9 (stem, 7 block stages, head), resnets 5 (stem, layer1..4).",
+        "Module groups per backbone: " + stages_help() + ".",
     )
     # optimisation
     epochs: int = Field(30, ge=1, description="Training epochs.")
