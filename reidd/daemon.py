@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reidd.config import Config, redact_url
+from reidd.context import RunContext
 from reidd.metrics import Metrics, MetricsServer
 from reidd.outputs import MotWriter, TrackletJsonlWriter
 from reidd.pipeline import Pipeline, PipelineResult
@@ -98,10 +99,14 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = metrics or Metrics()
-    holder: dict[str, Any] = {}
-    server = _maybe_serve(cfg, metrics, lambda: holder["ready"]() if "ready" in holder else (False, {"starting": True})
-                          ) if serve_metrics else None
+    context = RunContext.for_replay()
     jsonl = mot = runtime = None
+
+    def readiness() -> tuple[bool, dict]:
+        return (runtime.ready() if runtime is not None else (True, {})) if started else (False, {"starting": True})
+
+    started = False
+    server = _maybe_serve(cfg, metrics, readiness) if serve_metrics else None
     try:
         jsonl = TrackletJsonlWriter(out / "tracklets.jsonl")
         mot = MotWriter(out / "mot", [c.id for c in cfg.enabled_cameras])
@@ -110,20 +115,16 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
             from reidd.runtime import ReidRuntime
 
             runtime = ReidRuntime(
-                cfg, live=False, metrics=metrics, redis_url=redis_url,
+                cfg, context, metrics=metrics, redis_url=redis_url,
                 fresh_state_dir=None if redis_url else out / "state", events_jsonl=events_jsonl,
                 crops_dir=(out / "crops") if save_crops else None, crops_relative_to=out, mtmc_path=mtmc_path,
-                # media time as far as the re-ID worker has decided, not the pipeline's (it runs ahead)
-                clock=lambda: holder["rt"].stage.media_ts if "rt" in holder else 0.0,
                 embeddings_log=(out / "embeddings.jsonl") if save_embeddings else None,
             )
-            holder["rt"] = runtime
             sinks.append(runtime.stage)
             print(f"redis: {redact_url(runtime.redis_url)}  events stream: {cfg.events.stream}", flush=True)
-        holder["ready"] = runtime.ready if runtime else (lambda: (True, {}))
-        pipeline = Pipeline(cfg, replay=True, speed=speed, metrics=metrics, sinks=sinks,
+        started = True
+        pipeline = Pipeline(cfg, context, speed=speed, metrics=metrics, sinks=sinks,
                             on_tick=[runtime.stage.on_tick] if runtime else [])
-        holder["p"] = pipeline
         with _SignalStop(pipeline):
             t0 = time.perf_counter()
             result = pipeline.run()
@@ -181,14 +182,14 @@ def _maybe_serve(cfg: Config, metrics: Metrics, readiness: Any = None) -> Metric
 def run_live(cfg: Config, *, metrics: Metrics | None = None) -> int:
     """``reidd run``: process the cameras until they end or SIGTERM; exit 0 after a clean drain."""
     metrics = metrics or Metrics()
-    runtime = None
-    holder: dict[str, Any] = {}
+    context = RunContext.for_live(cfg)
+    runtime = pipeline = None
     sinks: list = [TrackletLogger()]
 
     def readiness() -> tuple[bool, dict]:
-        if "p" not in holder:
+        if pipeline is None:
             return False, {"starting": True, "model_loaded": False}
-        streaming = [c for c, s in holder["p"].summary.items() if s.state == "streaming"]
+        streaming = [c for c, s in pipeline.summary.items() if s.state == "streaming"]
         detail: dict = {"cameras_streaming": streaming, "model_loaded": True}
         ok = bool(streaming)
         if runtime is not None:
@@ -203,20 +204,17 @@ def run_live(cfg: Config, *, metrics: Metrics | None = None) -> int:
         if cfg.reid.enabled:
             from reidd.runtime import ReidRuntime
 
-            # Live streams are on the wall clock: give the gallery time.time itself (it then also audits Redis
-            # for entries other daemons removed). Files played by `run` are on media time: the pipeline clock.
-            clock = time.time if all(c.is_live for c in cfg.enabled_cameras) else (
-                lambda: (holder["p"].now() or time.time()) if "p" in holder else time.time())
-            runtime = ReidRuntime(cfg, live=True, metrics=metrics, clock=clock)
+            # live streams run on the wall clock (the gallery then also audits Redis for entries other daemons
+            # removed); files played by `run` on their media time (RunContext.for_live)
+            runtime = ReidRuntime(cfg, context, metrics=metrics)
             sinks.append(runtime.stage)
             shown = redact_url(runtime.redis_url)
             how = ("reidd events tail --config CAMERAS.yaml: the embedded server's password is in "
                    f"{cfg.gallery.state_dir}/redis.url, readable by you only") if cfg.gallery.redis_url is None else (
                    f"reidd events tail --redis-url {shown}")
             log.info("redis %s; subscribe to stream '%s' (%s)", shown, cfg.events.stream, how)
-        pipeline = Pipeline(cfg, replay=False, metrics=metrics, sinks=sinks,
+        pipeline = Pipeline(cfg, context, metrics=metrics, sinks=sinks,
                             on_tick=[runtime.stage.on_tick] if runtime else [])
-        holder["p"] = pipeline
         with _SignalStop(pipeline):
             result = pipeline.run()
             if runtime is not None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reidd.config import Config
+from reidd.context import RunContext
 from reidd.detect import Detector, build_detector, filter_roi
 from reidd.metrics import Metrics
 from reidd.sources import CameraReader, SourceEnd, SourceState
@@ -70,8 +71,8 @@ class Pipeline:
     def __init__(
         self,
         cfg: Config,
+        context: RunContext,
         *,
-        replay: bool,
         speed: float | None = None,
         metrics: Metrics | None = None,
         detector: Detector | None = None,
@@ -81,7 +82,8 @@ class Pipeline:
         detect_ahead: bool = True,
     ):
         self.cfg = cfg
-        self.replay = replay
+        self.context = context
+        self.replay = replay = context.replay
         self.speed = speed
         self.metrics = metrics or Metrics()
         self.detector = detector or build_detector(cfg.detector, [c.id for c in cfg.cameras if c.enabled])

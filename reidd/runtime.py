@@ -7,10 +7,10 @@ import hashlib
 import logging
 import shutil
 import socket
-import time
 from pathlib import Path
 
 from reidd.config import Config
+from reidd.context import RunContext
 from reidd.events.sinks import JsonlSink, MultiSink, RedisStreamSink, redis_client_factory
 from reidd.formats.mtmc import MtmcWriter
 from reidd.gallery.redis_server import EmbeddedRedis, RedisUnavailable, connect
@@ -86,8 +86,8 @@ class ReidRuntime:
     def __init__(
         self,
         cfg: Config,
+        context: RunContext,
         *,
-        live: bool,
         metrics: Metrics,
         redis_url: str | None = None,
         fresh_state_dir: str | Path | None = None,
@@ -95,7 +95,6 @@ class ReidRuntime:
         crops_dir: str | Path | None = None,
         crops_relative_to: str | Path | None = None,
         mtmc_path: str | Path | None = None,
-        clock=None,
         embeddings_log: str | Path | None = None,
         embedding_dim: int | None = None,
     ):
@@ -108,7 +107,8 @@ class ReidRuntime:
         # per camera set, so daemons sharing a Redis still see each other's gallery entries. Live: the host
         # too (live tracklet ids also carry the run, see Tracklet.session).
         cams = hashlib.sha1(",".join(c.id for c in cfg.enabled_cameras).encode()).hexdigest()[:8]
-        self.daemon_id = cfg.daemon_id or (f"replay-{cams}" if not live else f"{socket.gethostname()}-{cams}")
+        self.context = context
+        self.daemon_id = cfg.daemon_id or (f"replay-{cams}" if context.replay else f"{socket.gethostname()}-{cams}")
         gcfg = cfg.gallery.model_copy()
         spool_dir = Path(cfg.events.spool_dir)
         if fresh_state_dir is not None:  # replay: a private, empty Redis + spool so that reruns are identical
@@ -125,8 +125,7 @@ class ReidRuntime:
         self.redis, self.embedded = connect(gcfg)
         self.redis_url = gcfg.redis_url or (self.embedded.url if self.embedded else "")
         metrics.redis_up.set(1.0)
-        self.gallery = Gallery(self.redis, dim, gcfg, clock=clock or time.time,
-                               daemon_id=self.daemon_id)
+        self.gallery = Gallery(self.redis, dim, gcfg, clock=context.clock, daemon_id=self.daemon_id)
         loaded = self.gallery.load()
         if loaded:
             log.info("gallery: %d entries loaded from Redis", loaded)
@@ -148,7 +147,7 @@ class ReidRuntime:
             crops_dir or cfg.events.crops_dir) else None
         self.recorder = EmbeddingLog(embeddings_log, dim) if embeddings_log else None
         self.stage = ReidStage(cfg, embedder=self.embedder, matcher=self.matcher, publish=self._publish,
-                               metrics=metrics, daemon_id=self.daemon_id, live=live, crops=crops,
+                               metrics=metrics, daemon_id=self.daemon_id, context=context, crops=crops,
                                on_assigned=self.mtmc, recorder=self.recorder)
         self.events = 0
 

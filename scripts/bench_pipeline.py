@@ -70,6 +70,7 @@ def run_decode(video: str) -> dict:
 def run_reidd(video: str, model: str, tracker: str, imgsz: int, overlap: bool = True) -> dict:
     _env()
     from reidd.config import parse_config
+    from reidd.context import RunContext
     from reidd.pipeline import Pipeline
 
     cfg = parse_config({
@@ -79,7 +80,7 @@ def run_reidd(video: str, model: str, tracker: str, imgsz: int, overlap: bool = 
         "tracker": {"type": tracker, "gmc_method": "none"},
         "reid": {"enabled": False}, "metrics": {"enabled": False},
     }, "bench", ".")
-    r = Pipeline(cfg, replay=True, detect_ahead=overlap).run()  # the model loads in the constructor, untimed
+    r = Pipeline(cfg, RunContext.for_replay(), detect_ahead=overlap).run()  # the model loads in the constructor, untimed
     return {"frames": r.frames, "seconds": r.wall_seconds, "stage_seconds": r.stage_seconds,
             "tracklets": r.cameras["bench"].tracklets, "peak_rss_mb": _peak_rss_mb()}
 

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from reidd.config import GalleryConfig
+from reidd.context import Clock
 from reidd.gallery.index import VectorIndex
 from reidd.gallery.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from reidd.gallery.store import Gallery, GalleryEntry
@@ -384,8 +385,8 @@ def test_ttl_expiry_wall_clock_and_replay_clock(client: redis.Redis, server: Emb
     v = _unit(rng, 2, d)
     a = Gallery(client, d, cfg, daemon_id="A")
     b = Gallery(client, d, cfg, daemon_id="B")
-    media = [0.0]
-    replay = Gallery(client, d, cfg, daemon_id="R", clock=lambda: media[0])
+    media = Clock(wall=False)
+    replay = Gallery(client, d, cfg, daemon_id="R", clock=media)
     a.add(_entry("c1:1:0", "c1", v[0], time.time()))
     replay.add(_entry("r:1:0", "r", v[1], 0.5))
     assert b.sync() == 1 and len(b) == 1
@@ -397,7 +398,7 @@ def test_ttl_expiry_wall_clock_and_replay_clock(client: redis.Redis, server: Emb
     assert client.exists(f"{cfg.namespace}:gallery:e:r:1:0") == 0
     replay.sync()
     assert len(replay) == 1 and replay.search(v[1], 1)[0][0].tracklet_id == "r:1:0"
-    media[0] = 1.6
+    media.advance(1.6)
     assert replay.search(v[1], 1) == []  # filtered as soon as media time passes the expiry
     replay.sync()
     assert len(replay) == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from reidd.config import load_config
+from reidd.context import RunContext
 from reidd.metrics import Metrics
 from reidd.pipeline import Pipeline
 from test_sources import RtspServers, free_port, needs_gst, wait_until
@@ -31,7 +32,7 @@ def test_rtsp_camera_dies_and_returns_while_the_other_camera_keeps_going(scene3,
             "reid": {"enabled": False}, "metrics": {"enabled": False},
         }))
         metrics = Metrics()
-        pipe = Pipeline(load_config(cfg_path), replay=False, metrics=metrics)
+        pipe = Pipeline(load_config(cfg_path), RunContext.for_live(), metrics=metrics)
         runner = threading.Thread(target=pipe.run)
         runner.start()
         samples: list[tuple[float, int, int]] = []  # (time, street frames, file frames)

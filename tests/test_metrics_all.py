@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import RedisProc, free_port
 from reidd.config import CameraConfig, GalleryConfig, MatchingConfig, TopologyLink, load_config
+from reidd.context import Clock
 from reidd.daemon import run_replay
 from reidd.metrics import GALLERY_CHANGES, Metrics, MetricsServer
 from reidd.sources import CameraReader, SourceEnd
@@ -204,9 +205,9 @@ def test_gallery_stats_and_matcher_backlog_are_exported(tmp_path: Path, redis_pr
     from reidd.match.matcher import Matcher
 
     rng = np.random.default_rng(3)
-    clock = [0.0]
+    clock = Clock(wall=False)
     client = redis.Redis.from_url(redis_proc.url, socket_timeout=1, socket_connect_timeout=1)
-    gallery = Gallery(client, DIM, GalleryConfig(max_entries=3), clock=lambda: clock[0], daemon_id="t")
+    gallery = Gallery(client, DIM, GalleryConfig(max_entries=3), clock=clock, daemon_id="t")
     matcher = Matcher(MatchingConfig(topology=TOPO), gallery, max_track_memory=2)
     metrics = Metrics()
     metrics.watch_reid(matcher)
@@ -221,7 +222,7 @@ def test_gallery_stats_and_matcher_backlog_are_exported(tmp_path: Path, redis_pr
         s = _samples(_get(server.url))
         assert _value(s, "reidd_matcher_pending_tracklets") == matcher.pending_count == 6
         assert _value(s, "reidd_fragments_joined") == matcher.fragments_joined == 1
-        clock[0] = 60.0
+        clock.advance(60.0)
         assert len(matcher.decide(60.0)) == 6
         s = _samples(_get(server.url))
         assert _value(s, "reidd_gallery_changes", change="added") == gallery.stats["added"] == 6
@@ -234,7 +235,7 @@ def test_gallery_stats_and_matcher_backlog_are_exported(tmp_path: Path, redis_pr
         redis_proc.stop()
         for lid, seg in ((9, 1), (10, 1), (10, 2)):
             matcher.submit(TrackletEmbedding(_tracklet("c1", lid, 55.0 + seg, 500.0, 0.0, segment=seg), vecs[4], 8))
-        clock[0] = 62.0
+        clock.advance(62.0)
         assert len(matcher.decide(62.0)) == 3
         s = _samples(_get(server.url))
         assert _value(s, "reidd_gallery_backlog_entries") == matcher.unsaved_count == 2

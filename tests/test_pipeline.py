@@ -99,6 +99,7 @@ def test_detection_ahead_of_tracking_changes_nothing_and_surfaces_detector_error
     import pytest
 
     from reidd.detect import build_detector
+    from reidd.context import RunContext
     from reidd.pipeline import Pipeline
 
     cfg = load_config(scene_config(scene3, tmp_path))
@@ -123,14 +124,14 @@ def test_detection_ahead_of_tracking_changes_nothing_and_surfaces_detector_error
     for ahead in (True, False):
         got: list = []
         det = Counting()
-        Pipeline(cfg, replay=True, detector=det, sinks=[got.extend], detect_ahead=ahead).run()
+        Pipeline(cfg, RunContext.for_replay(), detector=det, sinks=[got.extend], detect_ahead=ahead).run()
         runs[ahead] = [(t.camera_id, t.local_id, [(b.frame, b.xyxy) for b in t.boxes]) for t in got]
         assert all(name.startswith("reidd-detect") for name in det.threads)
     assert runs[True] == runs[False] and len(runs[True]) >= len(scene3.camera_ids)
     got = []
     det = Counting(fail_at=60)
     with pytest.raises(RuntimeError, match="detector broke"):
-        Pipeline(cfg, replay=True, detector=det, sinks=[got.extend]).run()
+        Pipeline(cfg, RunContext.for_replay(), detector=det, sinks=[got.extend]).run()
     assert det.calls in (60, 61)  # at most the one batch already handed over ran after the failure
     assert got  # what was tracked before it was flushed as tracklets
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from reidd.config import GalleryConfig, MatchingConfig, TopologyLink
+from reidd.context import Clock
 from reidd.match.policy import AssociationPolicy, Candidate, Query
 from reidd.types import BoxRecord, Tracklet, TrackletEmbedding
 
@@ -240,15 +241,15 @@ def test_matcher_joins_fragments_into_one_vehicle(redis_proc) -> None:
     from reidd.match.matcher import Matcher
 
     rng = np.random.default_rng(5)
-    clock = [0.0]
-    gallery = Gallery(redis.Redis.from_url(redis_proc.url), DIM, GalleryConfig(), clock=lambda: clock[0],
+    clock = Clock(wall=False)
+    gallery = Gallery(redis.Redis.from_url(redis_proc.url), DIM, GalleryConfig(), clock=clock,
                       daemon_id="t")
     m = Matcher(cfg(), gallery)
     v = unit(rng.normal(size=DIM))
     strangers = [unit(rng.normal(size=DIM)) for _ in range(4)]
     for i, s in enumerate([v, *strangers]):
         m.submit(TrackletEmbedding(_tracklet("c1", i + 1, 0.0 + i * 0.5, 100.0 + 150 * i, 0.0), s if i else near(v, rng, 0.9), 8))
-    clock[0] = 17.0
+    clock.advance(17.0)
     first = m.decide(17.0)  # the last c1 tracklet closed at 3.9: ready 13 s later
     assert len(first) == 5 and len({d.global_id for d in first}) == 5
     gid = next(d.global_id for d in first if d.query.tracklet.local_id == 1)
@@ -258,7 +259,7 @@ def test_matcher_joins_fragments_into_one_vehicle(redis_proc) -> None:
     m.submit(TrackletEmbedding(b, near(v, rng, 0.9), 8))
     assert m.fragments_joined == 1 and m.pending_count == 2
     assert m.decide(20.0) == []  # still waiting for rivals (wait_s 13 after the group's last tracklet, 10.8)
-    clock[0] = 30.0
+    clock.advance(30.0)
     out = m.decide(30.0)
     assert sorted(d.query.tracklet.tracklet_id for d in out) == ["c2:1:0", "c2:2:0"]
     assert {d.global_id for d in out} == {gid}

@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT, RedisProc
 from reidd.config import load_config
+from reidd.context import RunContext
 from reidd.events.schema import event_to_json, tracklet_event
 from reidd.events.sinks import JsonlSink
 from reidd.events.spool import Spool
@@ -203,7 +204,8 @@ def _runtime(tmp_path: Path, redis_url: str, spool_dir: Path) -> ReidRuntime:
         f"events: {{spool_dir: '{spool_dir}', stream: '{STREAM}'}}\n"
         "metrics: {enabled: false}\n", encoding="utf-8")
     # embedding_dim: tracklets would arrive embedded, so no model is loaded; the sinks are the real ones
-    runtime = ReidRuntime(load_config(cfg, check_files=False), live=False, metrics=Metrics(), embedding_dim=8)
+    runtime = ReidRuntime(load_config(cfg, check_files=False), RunContext.for_replay(), metrics=Metrics(),
+                          embedding_dim=8)
     runtime.publish_grace_s = 1.0
     return runtime
 

@@ -15,8 +15,8 @@ Redis key layout (``<ns>`` is ``gallery.namespace``; every key carries it):
 
 Time. An entry lives on the *camera timeline* of its ``last_ts`` (wall epoch seconds for live
 cameras, media time for files): it leaves the in-memory index once ``clock() > last_ts + ttl_s``,
-where ``clock`` is the one given to :class:`Gallery` (``time.time`` for live use, the media clock for
-replay). Redis TTLs can only be wall seconds; they are storage garbage collection. With the wall
+where ``clock`` is the :class:`reidd.context.Clock` given to :class:`Gallery` (the wall clock for live
+streams, the media clock for files). Redis TTLs can only be wall seconds; they are storage garbage collection. With the wall
 clock, both agree (a tracklet is written moments after its ``last_ts``), and ``sync`` also drops
 entries whose Redis key is gone (expired or deleted by someone else: a few keys are audited with
 EXISTS per sync). With any other clock (replay) only the media-time rule applies, so a replay that
@@ -43,13 +43,14 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import redis
 
 from reidd.config import GalleryConfig
+from reidd.context import Clock
 from reidd.gallery.index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class Gallery:
         dim: int,
         cfg: GalleryConfig,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
         daemon_id: str | None = None,
     ) -> None:
         if dim < 1:
@@ -129,8 +130,8 @@ class Gallery:
         self.stream_key = f"{ns}:gallery:adds"
         self.global_id_key = f"{ns}:global_id"
         self.stream_maxlen = max(1000, min(cfg.max_entries, 100_000))
-        self._clock = clock
-        self._wall = clock is time.time
+        self._clock = clock or Clock(wall=True)
+        self._wall = self._clock.wall
         self._lock = threading.RLock()
         self._index = self._new_index()
         self._meta: dict[str, _Meta] = {}

@@ -121,21 +121,20 @@ def rematch(cfg, log_path: str | Path, out_dir: str | Path, *, mtmc_path: str | 
             events_jsonl: str | Path | None = None) -> dict:
     """Re-run the cross-camera association of a recorded replay with ``cfg``'s gallery, matching and events
     settings (a private, empty embedded Redis under ``out_dir/state``). Returns a small summary."""
+    from reidd.context import RunContext
     from reidd.metrics import Metrics
     from reidd.runtime import ReidRuntime
 
     items = read_embedding_log(log_path)
     kind, dim = next(items, ("dim", 0))
-    clock = [0.0]
-    runtime = ReidRuntime(cfg, live=False, metrics=Metrics(), fresh_state_dir=Path(out_dir) / "state",
-                          events_jsonl=events_jsonl, mtmc_path=mtmc_path, clock=lambda: clock[0],
+    runtime = ReidRuntime(cfg, RunContext.for_replay(), metrics=Metrics(), fresh_state_dir=Path(out_dir) / "state",
+                          events_jsonl=events_jsonl, mtmc_path=mtmc_path,
                           embedding_dim=max(int(dim), 1))
     queries = 0
     try:
         for kind, item in items:
             if kind == "tick":
-                clock[0] = max(clock[0], float(item))
-                runtime.stage.tick(float(item))
+                runtime.stage.tick(float(item))  # advances the media clock, then decides
             elif kind == "query":
                 queries += 1
                 runtime.stage.submit_embedded([item])

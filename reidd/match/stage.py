@@ -27,6 +27,7 @@ import cv2
 import redis
 
 from reidd.config import Config
+from reidd.context import RunContext
 from reidd.events.schema import match_event, tracklet_event
 from reidd.match.matcher import Decision, Matcher
 from reidd.match.recording import EmbeddingLog
@@ -92,7 +93,7 @@ class ReidStage:
         publish: Callable[[Event], None],
         metrics: Metrics,
         daemon_id: str,
-        live: bool,
+        context: RunContext,
         crops: CropStore | None = None,
         on_assigned: Callable[[Tracklet, int], None] | None = None,
         recorder: EmbeddingLog | None = None,
@@ -103,7 +104,8 @@ class ReidStage:
         self.publish = publish
         self.metrics = metrics
         self.daemon_id = daemon_id
-        self.live = live
+        self.context = context
+        self.live = context.live
         self.crops = crops
         self.on_assigned = on_assigned
         self.recorder = recorder  # replay: the embedded tracklets and ticks, for rematch
@@ -113,14 +115,14 @@ class ReidStage:
         self._seq = 0
         self.tracklets = 0
         self.matches = 0
-        self._batcher = BatchingEmbedder(embedder, self.submit_embedded).start() if live else None
+        self._batcher = BatchingEmbedder(embedder, self.submit_embedded).start() if context.live else None
         # replay: the ordered worker (started on first use; ``rematch`` calls submit_embedded/tick itself)
         self._jobs: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=REPLAY_QUEUE)
         self._worker: threading.Thread | None = None
         self._worker_error: BaseException | None = None
         self._abort = False
         self.worker_seconds = 0.0  # replay: time the worker spent embedding, matching and deciding
-        self.media_ts = 0.0  # the latest tick time decided: replay's gallery clock (the pipeline may be ahead)
+        self.media_ts = 0.0  # the latest tick time decided (the pipeline may be ahead of it in replay)
 
     # ------------------------------------------------------------------ sink side
     def __call__(self, tracklets: list[Tracklet]) -> None:
@@ -221,6 +223,7 @@ class ReidStage:
         with self._lock:
             if now_ts is not None:
                 self.media_ts = max(self.media_ts, now_ts)
+                self.context.clock.advance(now_ts)  # media time: the gallery's clock is what was decided
             if self.recorder is not None:
                 self.recorder.tick(now_ts)
             decisions = self.matcher.decide(now_ts)

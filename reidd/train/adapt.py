@@ -86,6 +86,7 @@ class _Collector:
 def collect(cfg: Config, crops_dir: Path, *, min_crops: int = 3, max_crops: int = 16,
             max_tracklets: int = 20_000) -> tuple[list[SiteTracklet], dict[str, Any]]:
     """Replay the config's cameras through detection and tracking; keep tracklets with their crops."""
+    from reidd.context import RunContext
     from reidd.pipeline import Pipeline
 
     cams = [c for c in cfg.enabled_cameras if c.is_live]
@@ -98,7 +99,7 @@ def collect(cfg: Config, crops_dir: Path, *, min_crops: int = 3, max_crops: int 
         "metrics": cfg.metrics.model_copy(update={"enabled": False}),
     })
     sink = _Collector(crops_dir, min_crops, max_tracklets)
-    result = Pipeline(run_cfg, replay=True, sinks=[sink]).run()
+    result = Pipeline(run_cfg, RunContext.for_replay(), sinks=[sink]).run()
     failed = {k: v.error for k, v in result.cameras.items() if v.error}
     if failed:
         raise AdaptError("cameras: the replay failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
