@@ -10,11 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reidd.reid.registry import BACKBONE_NAMES
-
-
-def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
+from reidd.train.cli import _err  # the learning commands' one-line error (exit 2)
 
 
 def register(subparsers: Any) -> None:
