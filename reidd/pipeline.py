@@ -83,7 +83,7 @@ class Pipeline:
     ):
         self.cfg = cfg
         self.context = context
-        self.replay = replay = context.replay
+        self.replay = context.replay
         self.speed = speed
         self.metrics = metrics or Metrics()
         self.detector = detector or build_detector(cfg.detector, [c.id for c in cfg.cameras if c.enabled])
@@ -99,7 +99,7 @@ class Pipeline:
         self.trackers = {c.id: CameraTracker(cfg.tracker) for c in self.cams}
         # live sources: tracklet ids carry this run's tag (its start, base 36), since the tracker counts from 1
         # again after a restart; files keep plain ids (deterministic, and a restart on them repeats its events)
-        session = np.base_repr(int(time.time()), 36).lower() if not replay else ""
+        session = np.base_repr(int(time.time()), 36).lower() if not self.replay else ""
         self.builders = {c.id: TrackletBuilder(c.id, cfg.tracklets, session if c.is_live else "") for c in self.cams}
         self.summary = {c.id: CameraSummary(c.id) for c in self.cams}
         self.stage_seconds: dict[str, float] = {"detect": 0.0, "track": 0.0, "tracklets": 0.0, "sinks": 0.0}

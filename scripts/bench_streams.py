@@ -63,6 +63,8 @@ def make_clip(src: Path, out: Path, seconds: float, fps: float) -> Path:
         if not ok:
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, img = cap.read()
+            if not ok:
+                raise SystemExit(f"bench_streams: no frame could be read from {src}")
         writer.write(cv2.resize(img, (1920, 1080), interpolation=cv2.INTER_LINEAR))
     writer.release()
     return out
@@ -91,7 +93,7 @@ def worker(args: argparse.Namespace) -> dict:
         "cameras": [{"id": f"cam{i:02d}", "url": args.clip} for i in range(args.n)],
         "detector": {"model": args.model, "device": args.device, "half": args.half,
                      "max_batch": min(args.n, args.max_batch), "tiles": 1,
-                     "trust_pickle": args.model.endswith("-random.pt")},
+                     "trust_pickle": args.trust_generated},
         "reid": {"device": args.device},
         "gallery": {"state_dir": str(out / "state")},
         "metrics": {"enabled": False},
@@ -164,6 +166,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--clip", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--trust-generated", action="store_true", help=argparse.SUPPRESS)  # the model is ours
     args = ap.parse_args()
     _env()
     if args.worker:
@@ -185,12 +188,12 @@ def main() -> int:
     note = ""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        model = args.model
+        model, generated = args.model, False
         if not model:
             if device == "cpu" and OV_MODEL.exists():
                 model = str(OV_MODEL)
             else:
-                model = str(random_yolo(tmp / "yolo11n-random.pt"))
+                model, generated = str(random_yolo(tmp / "yolo11n-random.pt")), True
                 note = ("detector: YOLO11n with random weights (no .pt given): real network cost, almost no "
                         "detections, so tracking and re-ID carry no load here; the embedder's crops/s bounds re-ID")
         elif not Path(model).exists():
@@ -205,6 +208,8 @@ def main() -> int:
                    str(tmp / f"n{n}"), "--model", model, "--device", device, "--max-batch", str(args.max_batch)]
             if args.half:
                 cmd.append("--half")
+            if generated:
+                cmd.append("--trust-generated")
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             except subprocess.TimeoutExpired:

@@ -15,10 +15,6 @@ from reidd.train.cli import _err  # the learning commands' one-line error (exit 
 
 def register(subparsers: Any) -> None:
     """Add the eval sub-command."""
-    _register_eval(subparsers)
-
-
-def _register_eval(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval",
         help="Evaluate re-ID models (mAP, mINP, CMC) on a dataset, with optional re-ranking.",

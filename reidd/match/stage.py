@@ -122,7 +122,6 @@ class ReidStage:
         self._worker_error: BaseException | None = None
         self._abort = False
         self.worker_seconds = 0.0  # replay: time the worker spent embedding, matching and deciding
-        self.media_ts = 0.0  # the latest tick time decided (the pipeline may be ahead of it in replay)
 
     # ------------------------------------------------------------------ sink side
     def __call__(self, tracklets: list[Tracklet]) -> None:
@@ -222,7 +221,6 @@ class ReidStage:
         """Decide what is due (``now_ts`` None: everything) and publish the events."""
         with self._lock:
             if now_ts is not None:
-                self.media_ts = max(self.media_ts, now_ts)
                 self.context.clock.advance(now_ts)  # media time: the gallery's clock is what was decided
             if self.recorder is not None:
                 self.recorder.tick(now_ts)

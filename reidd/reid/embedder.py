@@ -183,6 +183,8 @@ class Embedder:
         if self._use_onnxruntime(device):
             backend = self._export_for_cpu(model)
             if backend is not None:
+                del model  # onnxruntime serves from here on
+                release_freed_memory()  # what the export allocated would otherwise stay resident
                 return backend
         return TorchBackend(model, device, dtype)
 
@@ -241,8 +243,6 @@ class Embedder:
             tmp.cleanup()
             return None
         backend = OnnxBackend(path, self.spec.input_size, keep=tmp)
-        del model  # onnxruntime serves from here on
-        release_freed_memory()  # what the export allocated would otherwise stay resident
         log.info("embedder: running on onnxruntime (CPU), max abs diff vs PyTorch %.2g", info["max_abs_diff"])
         return backend
 
