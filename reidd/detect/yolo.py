@@ -47,6 +47,7 @@ class YoloDetector:
         self._two_wheelers = tuple(c for c in (MOTORCYCLE, BICYCLE) if kept and c in kept)
         # fp16 on CUDA: 'quantize=16' (ultralytics >= 8.4; 'half' is its deprecated spelling). Nothing on CPU.
         self._precision = {"quantize": 16} if cfg.half and self.device.startswith("cuda") else {}
+        self._predictor = _predictor_without_warmup() if self.device == "cpu" else None
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -68,6 +69,7 @@ class YoloDetector:
             classes=self._classes,
             device=self.device,
             verbose=False,
+            predictor=self._predictor,
             **self._precision,
         )
 
@@ -161,6 +163,23 @@ def merge_tiles(pieces: list[tuple[Detections, tuple[int, int, int, int]]], widt
     return Detections(b[keep], c[keep], k[keep])
 
 
+def _predictor_without_warmup() -> type:
+    """Ultralytics' detection predictor without its warm-up, for CPU.
+
+    On CPU the warm-up runs no forward pass for exported models; all it does is ``import torchvision`` so that
+    NMS uses torchvision's kernel, and torchvision imports ``torch._dynamo`` and triton: ~150 MB resident per
+    process, for an NMS over a few hundred boxes that ultralytics' own torch NMS does as well (the same boxes up
+    to tie-breaks: tests/integration/test_detectors.py). On CUDA the warm-up also primes kernels, so it is kept."""
+    from ultralytics.models.yolo.detect import DetectionPredictor
+
+    class CpuPredictor(DetectionPredictor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.done_warmup = True
+
+    return CpuPredictor
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
@@ -182,4 +201,4 @@ def _guard_pickle(cfg: DetectorConfig) -> None:
         raise DetectorLoadError(
             "detector.model: this ultralytics/torch cannot load .pt files safely (needs torch >= 2.6); export the "
             "model to ONNX/OpenVINO, or set detector.trust_pickle: true for a file you trust")
-    tasks.SAFE_LOAD = True  # YOLO()'s load is restricted (tests/test_hostile.py proves a code-running pickle is refused)
+    tasks.SAFE_LOAD = True  # YOLO()'s load is restricted (tests/integration/test_hostile.py proves a code-running pickle is refused)
