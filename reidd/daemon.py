@@ -14,7 +14,7 @@ from typing import Any
 
 from reidd.config import Config, redact_url
 from reidd.context import RunContext
-from reidd.metrics import Metrics, MetricsServer
+from reidd.telemetry import Metrics, MetricsServer
 from reidd.outputs import MotWriter, TrackletJsonlWriter
 from reidd.pipeline import Pipeline, PipelineResult
 from reidd.types import Tracklet

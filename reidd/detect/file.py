@@ -21,7 +21,7 @@ import numpy as np
 
 from reidd.config import DetectorConfig
 from reidd.detect.base import DetectorLoadError
-from reidd.formats.mot import MAX_FILE_BYTES, UNKNOWN_CLASS, read_mot_detections  # noqa: F401 - re-exported
+from reidd.formats.mot import read_mot_detections
 from reidd.types import Detections, Frame
 
 

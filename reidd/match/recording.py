@@ -122,7 +122,7 @@ def rematch(cfg, log_path: str | Path, out_dir: str | Path, *, mtmc_path: str | 
     """Re-run the cross-camera association of a recorded replay with ``cfg``'s gallery, matching and events
     settings (a private, empty embedded Redis under ``out_dir/state``). Returns a small summary."""
     from reidd.context import RunContext
-    from reidd.metrics import Metrics
+    from reidd.telemetry import Metrics
     from reidd.runtime import ReidRuntime
 
     items = read_embedding_log(log_path)

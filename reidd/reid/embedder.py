@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from reidd.config import ReidConfig
 from reidd.device import cpu_threads, release_freed_memory
-from reidd.metrics import Metrics
+from reidd.telemetry import Metrics
 from reidd.reid.colour import colour_signature
 from reidd.types import Tracklet, TrackletEmbedding
 

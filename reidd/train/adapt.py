@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 
 from reidd.config import Config
 from reidd.types import Crop, Tracklet, TrackletEmbedding

@@ -1,0 +1,50 @@
+"""reidd.track.tracklets: the tracklet builder bounds its crops and splits segments."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from reidd.config import TrackletConfig
+from reidd.track.tracklets import TrackletBuilder
+from reidd.types import Detections, Frame
+
+
+def _frame(i: int, img: np.ndarray) -> Frame:
+    return Frame("cam", i, i / 10.0, img)
+
+
+def test_tracklet_builder_bounds_crops_and_segments() -> None:
+    cfg = TrackletConfig(max_crops=3, lost_frames=5, max_frames=20, min_boxes=3, min_crop_size=8)
+    b = TrackletBuilder("cam", cfg)
+    rng = np.random.default_rng(0)
+    closed = []
+    for i in range(50):  # track 1 lives 50 frames (-> periodic segments), track 2 the first 4 frames only
+        img = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+        boxes, ids = [[10 + i, 20, 50 + i, 60]], [1]
+        if i < 4:
+            boxes.append([100, 10, 140, 50])
+            ids.append(2)
+        d = Detections(np.array(boxes, np.float32), np.full(len(ids), 0.9), np.full(len(ids), 2), np.array(ids))
+        closed += b.update(_frame(i, img), d)
+        assert all(len(st.heap) <= 3 for st in b._open.values())
+    closed += b.flush()
+    by = collections.defaultdict(list)
+    for t in closed:
+        by[t.local_id].append(t)
+    assert [t.reason for t in by[1]] == ["periodic", "periodic", "end"]
+    assert [t.segment for t in by[1]] == [0, 1, 2]
+    assert [len(t.boxes) for t in by[1]] == [20, 20, 10]
+    assert by[2][0].reason == "lost" and len(by[2][0].boxes) == 4 and by[2][0].last_frame == 3
+    for t in closed:
+        assert 1 <= len(t.crops) <= 3
+        qs = [c.quality for c in t.crops]
+        assert qs == sorted(qs, reverse=True)  # best first
+        assert all(c.image.base is None or c.image.flags["OWNDATA"] for c in t.crops)  # copies, not frame views
+    # too-short tracks are dropped and counted
+    b2 = TrackletBuilder("cam", cfg)
+    img = np.zeros((120, 160, 3), np.uint8)
+    for i in range(2):
+        b2.update(_frame(i, img), Detections(np.array([[0, 0, 30, 30]]), [0.9], [2], [7]))
+    assert b2.flush() == [] and b2.dropped_short == 1
