@@ -218,7 +218,9 @@ class DetectorConfig(_Model):
     imgsz: int = Field(640, ge=32, description="Inference size in pixels.")
     device: str = Field("auto", description="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     half: bool = Field(False, description="fp16 inference (CUDA only).")
-    max_batch: int = Field(8, ge=1, description="Frames from several cameras batched into one call, at most.")
+    max_batch: int = Field(
+        8, ge=1, description="Frames from several cameras batched into one call, at most (a model exported with a "
+        "fixed batch size, as most ONNX and OpenVINO exports are, is called with that many).")
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Settings of the motion detector.")
 
     @field_validator("tiles")

@@ -48,6 +48,7 @@ class YoloDetector:
         # fp16 on CUDA: 'quantize=16' (ultralytics >= 8.4; 'half' is its deprecated spelling). Nothing on CPU.
         self._precision = {"quantize": 16} if cfg.half and self.device.startswith("cuda") else {}
         self._predictor = _predictor_without_warmup() if self.device == "cpu" else None
+        self._call_batch = cfg.max_batch
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -97,8 +98,8 @@ class YoloDetector:
                 x0, y0, x1, y1 = tile
                 images.append(f.image if (x1 - x0, y1 - y0) == (w, h) else np.ascontiguousarray(f.image[y0:y1, x0:x1]))
         parts: list[list[tuple[Detections, tuple[int, int, int, int]]]] = [[] for _ in frames]
-        step = self.cfg.max_batch
-        for i in range(0, len(images), step):
+        for i in range(0, len(images), self._call_batch):
+            step = self._call_batch
             results = self._predict(images[i : i + step])
             if not self._warm:
                 # Ultralytics pins torch to one thread after the first predict. A PyTorch model computes in
@@ -106,6 +107,7 @@ class YoloDetector:
                 # runtime's threads and torch only pre/post-processes: one torch thread, or the two fight
                 # over the cores (measured: 14.5 -> 18.1 frames/s with OpenVINO on 2 cores).
                 set_cpu_threads(None if self._torch_backend else 1)
+                self._call_batch = _frames_per_call(self.model, self.cfg.max_batch)
                 self._warm = True
             for (fi, tile), r in zip(jobs[i : i + step], results):
                 parts[fi].append((Detections.from_ultralytics(r), tile))
@@ -161,6 +163,24 @@ def merge_tiles(pieces: list[tuple[Detections, tuple[int, int, int, int]]], widt
         dup = (inter / (area[i] + area[j] - inter) > iou) | (inter / np.minimum(area[i], area[j]) > 0.8)
         keep[j[dup]] = False
     return Detections(b[keep], c[keep], k[keep])
+
+
+def _frames_per_call(model, max_batch: int) -> int:
+    """Images per predict call: ``max_batch``, or the export's own batch size when the model was exported with
+    a fixed one (most ONNX and OpenVINO exports: batch 1). Ultralytics runs those one export batch at a time
+    anyway, but pre-processes the whole call at once: a 6-frame call on a batch-1 OpenVINO model holds 6
+    letterboxed float tensors and costs about 120 MB more peak RSS for no speed (scripts/bench_replay.py
+    --max-batch 1: 47 vs 44 frames/s)."""
+    backend = getattr(getattr(model, "predictor", None), "model", None)
+    fmt = getattr(backend, "format", "pt")
+    metadata = getattr(backend, "metadata", None) or {}
+    batch = getattr(backend, "batch", None)
+    # the exports ultralytics splits into export-batch calls (AutoBackend.forward): fixed shape, not torch
+    split = metadata.get("dynamic") is False and fmt not in {"pt", "torchscript", "ncnn", "deepx", "axelera",
+                                                            "coreml", "imx"}
+    if not split or not isinstance(batch, int) or batch < 1:
+        return max_batch
+    return max(1, min(max_batch, batch))
 
 
 def _predictor_without_warmup() -> type:

@@ -115,3 +115,35 @@ def _iou(a, b) -> float:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
     return ix * iy / union if union > 0 else 0.0
+
+
+@pytest.mark.skipif(not MODEL.is_dir(), reason="needs ../shared/assets (the shipped INT8 detector)")
+def test_fixed_batch_export_is_called_one_export_batch_at_a_time(tmp_path) -> None:
+    """A batch-1 OpenVINO export gets one frame per predict call whatever detector.max_batch says (ultralytics
+    would split the batch anyway, after pre-processing all of it at once), with the boxes of a max_batch 1
+    detector; a PyTorch model keeps batching up to max_batch."""
+    from ultralytics import YOLO
+
+    cap = cv2.VideoCapture(str(ASSETS / "video" / "ua-detrac-intersection.mp4"))
+    frames = []
+    for i in range(6):
+        ok, img = cap.read()
+        assert ok
+        frames.append(Frame(f"c{i % 3}", i, i / 30, img))
+    batched = YoloDetector(DetectorConfig(model=str(MODEL), max_batch=6, tiles=1))
+    calls: list[int] = []
+    predict = batched._predict
+    batched._predict = lambda images: calls.append(len(images)) or predict(images)
+    got = batched.detect(frames)
+    assert calls == [1] * 6
+    single = YoloDetector(DetectorConfig(model=str(MODEL), max_batch=1, tiles=1)).detect(frames)
+    for a, b in zip(got, single):
+        assert np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.cls, b.cls)
+
+    YOLO("yolo11n.yaml", task="detect").save(str(tmp_path / "net.pt"))
+    torch_model = YoloDetector(DetectorConfig(model=str(tmp_path / "net.pt"), imgsz=160, max_batch=4, tiles=1))
+    calls.clear()
+    predict_pt = torch_model._predict
+    torch_model._predict = lambda images: calls.append(len(images)) or predict_pt(images)
+    torch_model.detect(frames)
+    assert calls == [4, 2]
