@@ -49,8 +49,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+import lap
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from reidd.config import MatchingConfig
 from reidd.reid.colour import colour_similarity
@@ -59,6 +59,23 @@ from reidd.types import Tracklet
 #: Class groups for the class evidence: COCO 3 motorcycle; 2 car; 5 bus and 7 truck.
 CLASS_GROUP = {3: "two-wheel", 2: "car", 5: "large", 7: "large"}
 PRIOR_SCALE = 0.2  # spread of bias-removed cosines of strangers before any data (unit vectors, wide models)
+
+
+def max_assignment(score: np.ndarray) -> dict[int, int]:
+    """The one-to-one assignment of rows to columns with the highest total score; ``-inf`` (or any non-finite)
+    marks a pair that may not be assigned, and rows left without an allowed column stay out.
+
+    Solved with ``lap.lapjv`` (the Jonker-Volgenant solver ultralytics' trackers use; rectangular matrices are
+    padded by ``extend_cost``) rather than scipy's, whose ``scipy.optimize`` import alone is 38 MB resident."""
+    valid = np.isfinite(score)
+    if not valid.any():
+        return {}
+    cost = -np.where(valid, score, 0.0).astype(np.float64)
+    # a forbidden pair costs more than any set of allowed ones can differ by, so (as with scipy and a huge value)
+    # the most pairs are assigned first and then the best of them; kept small so no precision is lost
+    cost[~valid] = (1.0 + 2.0 * np.abs(cost[valid]).max()) * (min(cost.shape) + 1)
+    _, x, _ = lap.lapjv(cost, extend_cost=True)
+    return {int(r): int(c) for r, c in enumerate(x) if c >= 0 and valid[r, c]}
 
 
 def _centre_and_size(xyxy: tuple[float, float, float, float]) -> tuple[float, float, float]:
@@ -315,14 +332,8 @@ class AssociationPolicy:
         assigned: dict[int, int] = {}
         for cam in sorted({q.camera_id for q in queries}):
             rows = [i for i, q in enumerate(queries) if q.camera_id == cam]
-            sub = total[rows]
-            valid = np.isfinite(sub)
-            if not valid.any():
-                continue
-            r, c = linear_sum_assignment(np.where(valid, -sub, 1e9))
-            for ri, ci in zip(r, c):
-                if valid[ri, ci]:
-                    assigned[rows[ri]] = int(ci)
+            for ri, ci in max_assignment(total[rows]).items():
+                assigned[rows[ri]] = ci
         inv = {v: k for k, v in cols.items()}
         out = []
         for i, q in enumerate(queries):

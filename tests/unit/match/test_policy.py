@@ -230,3 +230,30 @@ def test_transit_time_is_learned_from_accepted_links(rng) -> None:
     off = AssociationPolicy(cfg(transit_weight=0.0))
     off._transits = p._transits
     assert all(s.transit_term == 0.0 for s in off.score(query("c2:9:0", q), [at6, at14]))
+
+
+def test_max_assignment_is_optimal_and_respects_forbidden_pairs() -> None:
+    """Against brute force on small rectangular matrices with forbidden pairs: as many rows assigned as can be,
+    and among those the highest total; never a forbidden pair, never a column twice."""
+    import itertools
+
+    from reidd.match.policy import max_assignment
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n, m = rng.integers(1, 5, 2)
+        score = rng.normal(size=(n, m))
+        score[rng.random((n, m)) < 0.3] = -np.inf
+        got = max_assignment(score)
+        assert len(set(got.values())) == len(got)
+        assert all(np.isfinite(score[r, c]) for r, c in got.items())
+        best = (0, 0.0)
+        for cols in itertools.product(range(-1, m), repeat=n):
+            used = [c for c in cols if c >= 0]
+            if len(used) != len(set(used)) or any(c >= 0 and not np.isfinite(score[r, c]) for r, c in enumerate(cols)):
+                continue
+            value = (len(used), sum(score[r, c] for r, c in enumerate(cols) if c >= 0))
+            best = max(best, value)
+        assert len(got) == best[0]
+        assert np.isclose(sum(score[r, c] for r, c in got.items()), best[1])
+    assert max_assignment(np.full((2, 3), -np.inf)) == {}
