@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -14,9 +15,10 @@ from typing import Any
 
 from reidd.config import Config, redact_url
 from reidd.context import RunContext
-from reidd.telemetry import Metrics, MetricsServer
+from reidd.device import HeapTrimmer
 from reidd.outputs import MotWriter, TrackletJsonlWriter
 from reidd.pipeline import Pipeline, PipelineResult
+from reidd.telemetry import Metrics, MetricsServer
 from reidd.types import Tracklet
 
 log = logging.getLogger("reidd.daemon")
@@ -125,7 +127,7 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
         started = True
         pipeline = Pipeline(cfg, context, speed=speed, metrics=metrics, sinks=sinks,
                             on_tick=[runtime.stage.on_tick] if runtime else [])
-        with _SignalStop(pipeline):
+        with _SignalStop(pipeline), _trimming():
             t0 = time.perf_counter()
             result = pipeline.run()
             if runtime is not None:
@@ -159,6 +161,16 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
     print(f"outputs: {out / 'tracklets.jsonl'}, {out / 'mot'}/<camera>.txt, {out / 'summary.json'}"
           + (f", {mtmc_path}" if mtmc_path and runtime else ""))
     return (1 if result.failed else 0), result
+
+
+@contextlib.contextmanager
+def _trimming():
+    """Freed heap pages go back to the system every 2 s while the pipeline runs (reidd.device.HeapTrimmer)."""
+    trimmer = HeapTrimmer().start()
+    try:
+        yield trimmer
+    finally:
+        trimmer.stop()
 
 
 class MetricsBindError(RuntimeError):
@@ -215,7 +227,7 @@ def run_live(cfg: Config, *, metrics: Metrics | None = None) -> int:
             log.info("redis %s; subscribe to stream '%s' (%s)", shown, cfg.events.stream, how)
         pipeline = Pipeline(cfg, context, metrics=metrics, sinks=sinks,
                             on_tick=[runtime.stage.on_tick] if runtime else [])
-        with _SignalStop(pipeline):
+        with _SignalStop(pipeline), _trimming():
             result = pipeline.run()
             if runtime is not None:
                 runtime.finish()

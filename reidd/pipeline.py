@@ -28,8 +28,8 @@ import numpy as np
 from reidd.config import Config
 from reidd.context import RunContext
 from reidd.detect import Detector, build_detector, filter_roi
-from reidd.telemetry import Metrics
 from reidd.sources import CameraReader, SourceEnd, SourceState
+from reidd.telemetry import Metrics
 from reidd.track import CameraTracker, TrackletBuilder
 from reidd.types import Frame, Tracklet
 

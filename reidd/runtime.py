@@ -18,8 +18,8 @@ from reidd.gallery.store import Gallery
 from reidd.match.matcher import Matcher
 from reidd.match.recording import EmbeddingLog
 from reidd.match.stage import CropStore, ReidStage
-from reidd.telemetry import Metrics
 from reidd.reid.embedder import Embedder
+from reidd.telemetry import Metrics
 from reidd.types import Event
 
 log = logging.getLogger("reidd.runtime")

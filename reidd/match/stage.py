@@ -31,8 +31,8 @@ from reidd.context import RunContext
 from reidd.events.schema import match_event, tracklet_event
 from reidd.match.matcher import Decision, Matcher
 from reidd.match.recording import EmbeddingLog
-from reidd.telemetry import Metrics
 from reidd.reid.embedder import BatchingEmbedder, Embedder
+from reidd.telemetry import Metrics
 from reidd.types import Event, Tracklet, TrackletEmbedding
 
 log = logging.getLogger("reidd.stage")

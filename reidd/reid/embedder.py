@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from reidd.config import ReidConfig
 from reidd.device import cpu_threads, release_freed_memory
-from reidd.telemetry import Metrics
 from reidd.reid.colour import colour_signature
+from reidd.telemetry import Metrics
 from reidd.types import Tracklet, TrackletEmbedding
 
 log = logging.getLogger("reidd.embedder")

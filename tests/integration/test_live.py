@@ -10,8 +10,8 @@ import yaml
 
 from reidd.config import load_config
 from reidd.context import RunContext
-from reidd.telemetry import Metrics
 from reidd.pipeline import Pipeline
+from reidd.telemetry import Metrics
 
 from support import free_port, wait_until
 from support.media import RtspServers, needs_gst

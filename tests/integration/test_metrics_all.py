@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from reidd.config import CameraConfig, GalleryConfig, MatchingConfig, TopologyLink, load_config
 from reidd.context import Clock
 from reidd.daemon import run_replay
-from reidd.telemetry import GALLERY_CHANGES, Metrics, MetricsServer
 from reidd.sources import CameraReader, SourceEnd
+from reidd.telemetry import GALLERY_CHANGES, Metrics, MetricsServer
 from reidd.types import BoxRecord, Frame, Tracklet, TrackletEmbedding
 
 from support import RedisProc, free_port

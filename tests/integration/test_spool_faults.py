@@ -31,8 +31,8 @@ from reidd.context import RunContext
 from reidd.events.schema import event_to_json, tracklet_event
 from reidd.events.sinks import JsonlSink
 from reidd.events.spool import Spool
-from reidd.telemetry import Metrics, MetricsServer
 from reidd.runtime import ReidRuntime
+from reidd.telemetry import Metrics, MetricsServer
 
 from support import ROOT, RedisProc
 
