@@ -15,19 +15,27 @@ from support import ASSETS
 
 
 MODEL = ASSETS / "models" / "yolo11n_int8_openvino_model"
+CLIP = ASSETS / "video" / "ua-detrac-intersection.mp4"
+
+
+def _clip_frames(n: int, every: int = 1, cameras: int = 1) -> list[Frame]:
+    """Every ``every``-th of the real clip's first ``n`` frames, spread round-robin over ``cameras`` cameras."""
+    cap = cv2.VideoCapture(str(CLIP))
+    frames = []
+    for i in range(n):
+        ok, img = cap.read()
+        assert ok, f"{CLIP}: frame {i} unreadable"
+        if i % every == 0:
+            frames.append(Frame(f"c{len(frames) % cameras}" if cameras > 1 else "c", i, i / 30, img))
+    cap.release()
+    return frames
 
 
 @pytest.mark.skipif(not MODEL.is_dir(), reason="needs ../shared/assets (the shipped INT8 detector)")
 def test_tiled_detection_on_real_traffic() -> None:
     """On a real 960x540 clip: tiles give frame-coordinate boxes inside the frame, no duplicate pairs, and at
     least as many vehicles over a stretch of frames as the whole-frame pass."""
-    cap = cv2.VideoCapture(str(ASSETS / "video" / "ua-detrac-intersection.mp4"))
-    frames = []
-    for i in range(60):
-        ok, img = cap.read()
-        assert ok
-        if i % 10 == 0:
-            frames.append(Frame("c", i, i / 30, img))
+    frames = _clip_frames(60, every=10)
     whole = YoloDetector(DetectorConfig(model=str(MODEL), tiles=1))
     tiled = YoloDetector(DetectorConfig(model=str(MODEL), tiles="auto"))
     assert len(tiled.tiles_for(960, 540)) == 2
@@ -88,7 +96,7 @@ def test_cpu_predictor_skips_torchvision_and_keeps_the_boxes(tmp_path) -> None:
     script = tmp_path / "probe.py"
     script.write_text(_PREDICTOR_PROBE)
     done = subprocess.run([sys.executable, str(script), str(MODEL),
-                           str(ASSETS / "video" / "ua-detrac-intersection.mp4")],
+                           str(CLIP)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     probe = json.loads(next(line[6:] for line in done.stdout.splitlines() if line.startswith("PROBE ")))
@@ -124,12 +132,7 @@ def test_fixed_batch_export_is_called_one_export_batch_at_a_time(tmp_path) -> No
     detector; a PyTorch model keeps batching up to max_batch."""
     from ultralytics import YOLO
 
-    cap = cv2.VideoCapture(str(ASSETS / "video" / "ua-detrac-intersection.mp4"))
-    frames = []
-    for i in range(6):
-        ok, img = cap.read()
-        assert ok
-        frames.append(Frame(f"c{i % 3}", i, i / 30, img))
+    frames = _clip_frames(6, cameras=3)
     batched = YoloDetector(DetectorConfig(model=str(MODEL), max_batch=6, tiles=1))
     calls: list[int] = []
     predict = batched._predict
