@@ -18,7 +18,7 @@ from reidd.events.schema import event_to_json
 from reidd.events.sinks import JsonlSink, MultiSink, RedisStreamSink, redis_client_factory
 from reidd.events.tail import iter_events, main as tail_main
 
-from support import ROOT, free_port
+from support import ROOT, free_port, polled
 from support.samples import match_event_sample as _match, tracklet_event_sample as _tracklet
 
 
@@ -83,14 +83,6 @@ def _sink(srv: RedisServer, spool: Path, **kw) -> RedisStreamSink:
     return RedisStreamSink(redis_client_factory(srv.url, timeout_s=0.5), "ev", spool_dir=spool, **kw)
 
 
-def _wait(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
 
 # ---------------------------------------------------------------------------------------------- sinks
 def test_stream_in_order_equals_jsonl_and_tail_group(server, tmp_path, capsys):
@@ -99,7 +91,7 @@ def test_stream_in_order_equals_jsonl_and_tail_group(server, tmp_path, capsys):
                on_metrics=lambda n, v: metrics.__setitem__(n, v))
     sub = server.client().pubsub()
     sub.subscribe("ev-mirror")
-    assert _wait(lambda: sub.get_message(timeout=0.1) is not None)  # subscribe confirmation
+    assert polled(lambda: sub.get_message(timeout=0.1) is not None)  # subscribe confirmation
     jsonl = tmp_path / "out" / "events.jsonl"
     sink = MultiSink([rs, JsonlSink(jsonl)])
     events = [_tracklet(i) if i % 3 else _match(i) for i in range(40)]
@@ -156,7 +148,7 @@ def test_redis_outage_no_loss_no_duplicates(server, tmp_path):
     server.kill(save=True)  # data kept in the temp dir's dump.rdb
     for ev in events[30:60]:
         rs.publish(ev)
-    assert _wait(lambda: rs.spool_depth == 30)
+    assert polled(lambda: rs.spool_depth == 30)
     assert rs.flush(0.3) is False and rs.publish_failures >= 1
     server.start()
     for ev in events[60:]:
@@ -179,7 +171,7 @@ def test_hung_redis_ambiguous_timeouts_do_not_duplicate(server, tmp_path):
         for ev in events[10:30]:
             rs.publish(ev)
             time.sleep(0.03)
-        assert _wait(lambda: rs.publish_failures >= 2 and rs.spool_depth > 0)
+        assert polled(lambda: rs.publish_failures >= 2 and rs.spool_depth > 0)
     finally:
         server.proc.send_signal(signal.SIGCONT)
     for ev in events[30:]:
@@ -247,7 +239,7 @@ def test_spool_bound_refuses_with_counter_and_log(server, tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="reidd.events.sinks"):
         for ev in events:
             rs.publish(ev)
-        assert _wait(lambda: rs.spooled + rs.refused == 40)
+        assert polled(lambda: rs.spooled + rs.refused == 40)
     assert 0 < rs.spooled < 40 and rs.refused == 40 - rs.spooled and rs.spool_depth == rs.spooled
     assert any("refused" in r.getMessage() and "full" in r.getMessage() for r in caplog.records)
     accepted = rs.spooled

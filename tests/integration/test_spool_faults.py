@@ -34,7 +34,7 @@ from reidd.events.spool import Spool
 from reidd.runtime import ReidRuntime
 from reidd.telemetry import Metrics, MetricsServer
 
-from support import ROOT, RedisProc
+from support import ROOT, RedisProc, polled
 
 
 STREAM = "ev:faults"
@@ -168,14 +168,6 @@ def _event(i: int):
     )
 
 
-def _wait(cond, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
 
 def _get(url: str) -> tuple[int, bytes]:
     try:
@@ -256,7 +248,7 @@ def test_full_disk_refuses_once_readiness_503_then_recovers_without_loss(disk, t
         srv.stop()  # Redis down: events go to the spool
         if disk.mode == "tmpfs":  # room on the disk at first: degraded, but ready, nothing lost
             publish(range(10, 30))
-            assert _wait(lambda: sink.spool_depth == 20)
+            assert polled(lambda: sink.spool_depth == 20)
             code, ready = _readyz(server)
             assert code == 200 and ready["redis"] is False, ready
             assert ready["events"]["state"] == "degraded" and "spool" in ready["events"]["reason"], ready
@@ -266,7 +258,7 @@ def test_full_disk_refuses_once_readiness_503_then_recovers_without_loss(disk, t
 
         # disk full and Redis down: events are refused, for several seconds, in many batches
         publish(range(100, 160), pause=0.05)
-        assert _wait(settled)
+        assert polled(settled)
         assert sink.refused > 0, "nothing was refused on a full disk"
         code, ready = _readyz(server)
         assert code == 503 and ready["ready"] is False, ready
@@ -301,7 +293,7 @@ def test_full_disk_refuses_once_readiness_503_then_recovers_without_loss(disk, t
         disk.free()
         refused = sink.refused
         publish(range(200, 220))
-        assert _wait(settled)
+        assert polled(settled)
         assert sink.refused == refused, "events refused after the disk had room again"
         again = [r for r in caplog.records if "writable again" in r.getMessage()]
         assert len(again) == 1 and str(spool_dir) in again[0].getMessage(), [r.getMessage() for r in again]
@@ -313,7 +305,7 @@ def test_full_disk_refuses_once_readiness_503_then_recovers_without_loss(disk, t
         # Redis returns: everything accepted arrives, in order, once; the refused ones are exactly the missing
         srv.start()
         assert sink.flush(20), f"{sink.spool_depth} events still in the spool"
-        assert _wait(lambda: _readyz(server)[0] == 200 and _readyz(server)[1]["events"]["state"] == "ok")
+        assert polled(lambda: _readyz(server)[0] == 200 and _readyz(server)[1]["events"]["state"] == "ok")
         client = redis.Redis.from_url(srv.url)
         got = [fields[b"data"].decode() for _id, fields in client.xrange(STREAM)]
         client.close()
@@ -351,7 +343,7 @@ def test_redis_rejecting_writes_with_spool_full_is_not_ready(disk, tmp_path: Pat
         if disk.mode == "tmpfs":
             for i in range(5):
                 runtime.sink.publish(_event(i))
-            assert _wait(lambda: sink.spool_depth == 5)
+            assert polled(lambda: sink.spool_depth == 5)
             time.sleep(runtime.publish_grace_s + 0.1)
             code, ready = _readyz(server)
             assert code == 200 and ready["redis"] is True and ready["events"]["state"] == "degraded", ready
@@ -360,7 +352,7 @@ def test_redis_rejecting_writes_with_spool_full_is_not_ready(disk, tmp_path: Pat
         for i in range(10, 20):
             runtime.sink.publish(_event(i))
             time.sleep(0.02)
-        assert _wait(lambda: sink._q.unfinished_tasks == 0 and sink.refused > 0)
+        assert polled(lambda: sink._q.unfinished_tasks == 0 and sink.refused > 0)
         code, ready = _readyz(server)
         assert code == 503 and ready["redis"] is True, ready
         assert "disk full" in ready["events"]["reason"] and _oom(ready["events"]["reason"]), ready
@@ -370,7 +362,7 @@ def test_redis_rejecting_writes_with_spool_full_is_not_ready(disk, tmp_path: Pat
         admin.config_set("maxmemory", 0)
         runtime.sink.publish(_event(30))
         assert sink.flush(20)
-        assert _wait(lambda: _readyz(server)[0] == 200 and _readyz(server)[1]["events"]["state"] == "ok")
+        assert polled(lambda: _readyz(server)[0] == 200 and _readyz(server)[1]["events"]["state"] == "ok")
         n = admin.xlen(STREAM)
         assert n == (5 if disk.mode == "tmpfs" else 0) + 10 - sink.refused + 1
     finally:

@@ -25,13 +25,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(cond, timeout: float, what: str) -> None:
+def polled(cond, timeout: float = 15.0, interval: float = 0.02) -> bool:
+    """Whether ``cond()`` became true within ``timeout`` seconds, asked every ``interval``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def wait_until(cond, timeout: float, what: str) -> None:
+    if not polled(cond, timeout, 0.05):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def write_text(path: Path, text: str) -> Path:
