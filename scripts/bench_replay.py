@@ -74,6 +74,10 @@ def main() -> int:
         print("RESULT " + json.dumps(worker(args.config, args.out, args.worker == "on", args.input_size,
                                             args.max_crops, args.detector_model, args.max_batch)))
         return 0
+    if args.detector_model and not Path(args.detector_model).exists():
+        ap.error(f"--detector-model: {args.detector_model} does not exist")
+    if args.max_batch is not None and args.max_batch < 1:
+        ap.error("--max-batch: must be at least 1")
     from reidd.evaluate.mtmc import evaluate_mtmc
     from reidd.synth.scene import generate_scene
 
@@ -89,7 +93,12 @@ def main() -> int:
                 cmd += ["--detector-model", str(Path(args.detector_model).resolve())]
             if args.max_batch:
                 cmd += ["--max-batch", str(args.max_batch)]
-            text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
+                print(f"bench_replay: the re-ID {mode} run failed: {tail[0]}", file=sys.stderr)
+                return 1
+            text = done.stdout
             res[mode] = json.loads(next(line[7:] for line in text.splitlines() if line.startswith("RESULT ")))
         score = evaluate_mtmc(scene.gt_mtmc, Path(tmp) / "on" / "mtmc.txt")
     print(f"scene: {args.cameras} cameras x {res['off']['frames'] // args.cameras} frames, {args.vehicles} vehicles; "
