@@ -67,7 +67,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     cams = ", ".join(f"{c.id} ({c.kind}{'' if c.enabled else ', disabled'})" for c in cfg.cameras)
     print(f"{args.config}: OK — {len(cfg.cameras)} camera(s): {cams}; detector {cfg.detector.type} "
-          f"({cfg.detector.model if cfg.detector.type == 'yolo' else 'background subtraction'}), "
+          f"({_detector_source(cfg.detector)}), "
           f"tracker {cfg.tracker.type}")
     return 0
 
@@ -184,6 +184,12 @@ def cmd_topology(args: argparse.Namespace) -> int:
         return 0 if links else 1
 
     return _run_with_config(args, "topology", body, (RecordingError, TopologyError))
+
+
+def _detector_source(det) -> str:
+    """What the detector reads, for check-config's summary line."""
+    return {"motion": "background subtraction", "file": f"detection files in {det.detections_dir}"}.get(
+        det.type, det.model)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from reidd.detect.labels import LABEL_NAMES, MODEL_LABELS
 from reidd.detect.registry import DetectorType
 from reidd.detect.registry import describe as describe_detectors
 from reidd.reid.registry import BackboneName
@@ -153,8 +154,10 @@ class DetectorConfig(_Model):
     model: str = Field(
         "yolo11n.pt",
         description=(
-            "Anything ultralytics loads: a .pt name it can download, or a local .pt/.onnx/.engine file or "
-            "*_openvino_model folder (relative to the config file)."
+            "type 'yolo': anything ultralytics loads: a .pt name it can download, or a local .pt/.onnx/.engine file "
+            "or *_openvino_model folder. type 'openvino': an OpenVINO IR .xml (its .bin beside it) or a folder holding "
+            "one, e.g. Intel's person-vehicle-bike-detection-crossroad-1016 (the recommended CPU detector). Relative "
+            "to the config file."
         ),
     )
     trust_pickle: bool = Field(
@@ -169,6 +172,15 @@ class DetectorConfig(_Model):
         default_factory=lambda: sorted(VEHICLE_CLASSES),
         description="COCO class ids kept (default: " + ", ".join(VEHICLE_CLASSES[c] for c in sorted(VEHICLE_CLASSES))
         + ").",
+    )
+    labels: dict[int, str] | None = Field(
+        None,
+        description=(
+            "type 'openvino': the model's label ids mapped to reidd's classes: " + ", ".join(
+                f"'{k}'" for k in LABEL_NAMES) + " ('vehicle' is reported as car, 'two-wheeler' as motorcycle, "
+            "'ignore' drops the box). Default: the table of the shipped Open Model Zoo model named by the .xml "
+            "(" + ", ".join(MODEL_LABELS) + "); required for any other model."
+        ),
     )
     detections_dir: str | None = Field(
         None,
@@ -188,7 +200,7 @@ class DetectorConfig(_Model):
     riders: bool = Field(
         True,
         description=(
-            "yolo, when motorcycles are kept: also detect persons; a person on a two-wheeler box becomes one "
+            "yolo and openvino, when motorcycles are kept: also detect persons; a person on a two-wheeler box becomes one "
             "motorcycle box, a lone person is tracked and kept only if it moves like a vehicle "
             "(tracklets.min_rider_speed). Where motorbikes dominate, COCO models see the rider, not the bike."
         ),
@@ -208,7 +220,8 @@ class DetectorConfig(_Model):
             "Detect in this many overlapping columns of the frame, each scaled to imgsz, instead of the whole frame "
             "at once: small vehicles of wide frames stay large enough for the model, at the cost of one model call per "
             "column. 'auto': one column per 1.25 x imgsz of width (960 px at 640: 2; 1920 px: 3), 1 = off. "
-            "Realistic-scene benchmark, 960x540 at 640: vehicles found in the far cameras 49 -> 61 % and 35 -> 50 %."
+            "Realistic-scene benchmark, 960x540 at 640: vehicles found in the far cameras 49 -> 61 % and 35 -> 50 %. "
+            "type 'openvino': 'auto' is the whole frame (those models are trained on whole frames)."
         ),
     )
     tile_overlap: int = Field(
@@ -228,6 +241,18 @@ class DetectorConfig(_Model):
     def _tiles_range(cls, v: Any) -> Any:
         if v != "auto" and not 1 <= int(v) <= 8:
             raise ValueError("must be 'auto' or 1..8 columns")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, v: dict[int, str] | None) -> dict[int, str] | None:
+        if v is None:
+            return v
+        for k, name in v.items():
+            if k < 0:
+                raise ValueError(f"label id {k} must be >= 0")
+            if name not in LABEL_NAMES:
+                raise ValueError(f"label {k}: {name!r} is not one of {', '.join(LABEL_NAMES)}")
         return v
 
     @field_validator("rider_grow")
@@ -693,6 +718,33 @@ def _check_openvino_folder(path: str) -> str | None:
     return None
 
 
+def _check_openvino_detector(det: DetectorConfig, base: Path) -> list[tuple[str, str]]:
+    """``detector.type: openvino``: the model is a local .xml with its .bin (or a folder holding exactly one), and
+    its labels are known. Whether the file is a detector is checked when it is loaded (start-up, exit 2)."""
+    problems: list[tuple[str, str]] = []
+    det.model = _resolve(base, det.model)
+    if not _check_model_path("detector.model", det.model, problems, "OpenVINO model"):
+        return problems
+    xml = Path(det.model)
+    if xml.is_dir():
+        xmls = sorted(xml.glob("*.xml"))
+        if len(xmls) != 1:
+            return [("detector.model", f"{xml} holds {len(xmls)} .xml files; name the model's .xml")]
+        xml = xmls[0]
+    if xml.suffix != ".xml":
+        return [("detector.model", f"{xml} is not an OpenVINO IR .xml (type 'openvino'; other formats: type 'yolo')")]
+    if not xml.with_suffix(".bin").is_file():
+        problems.append(("detector.model", f"OpenVINO model {xml} has no weights file {xml.with_suffix('.bin').name} "
+                                           "beside it"))
+    elif xml.stat().st_size == 0:
+        problems.append(("detector.model", f"OpenVINO model {xml} is an empty file"))
+    if det.labels is None and xml.stem not in MODEL_LABELS:
+        problems.append(("detector.labels", f"required for {xml.name} (reidd knows the labels of "
+                                            f"{', '.join(MODEL_LABELS)}): map its label ids, e.g. "
+                                            "{0: vehicle, 1: person, 2: two-wheeler}"))
+    return problems
+
+
 def _check_files(cfg: Config, base: Path, skip: set[str]) -> list[tuple[str, str]]:
     """Checks that look at the file system (nothing is created). Fields in ``skip`` already have a problem."""
     problems: list[tuple[str, str]] = []
@@ -741,6 +793,8 @@ def _check_files(cfg: Config, base: Path, skip: set[str]) -> list[tuple[str, str
                         problems.append(("detector.model", why))
                 elif os.path.getsize(cfg.detector.model) == 0:
                     problems.append(("detector.model", f"{cfg.detector.model} is an empty file"))
+    if cfg.detector.type == "openvino" and "detector.model" not in skip:
+        problems += _check_openvino_detector(cfg.detector, base)
     if cfg.reid.weights and "reid.weights" not in skip:
         cfg.reid.weights = _resolve(base, cfg.reid.weights)
         if _check_model_path("reid.weights", cfg.reid.weights, problems, "checkpoint"):

@@ -13,7 +13,14 @@ false-merge rate, frames/s), then a mean-over-seeds table and a final JSON line.
 
 Detectors: ``gt`` (the ground-truth boxes through ``detector.type: file``: tracking + re-ID +
 association alone), ``motion`` (background subtraction), ``yolo`` (the shipped INT8 YOLO11n OpenVINO
-model), ``yolo-onnx`` (the INT8 YOLOv8n ONNX model). Embedders: ``default`` (the configured default,
+model), ``yolo-onnx`` (the INT8 YOLOv8n ONNX model), ``omz-1016`` / ``omz-0078`` / ``omz-0202`` /
+``omz-2004`` (Intel's Open Model Zoo detectors through ``detector.type: openvino``).
+
+Before the replays, every detector but ``gt`` is also measured alone (``--no-detection-stats`` skips it):
+detection recall and precision at IoU 0.5 per camera against the ground truth (every 3rd frame; the
+motion detector sees every frame and is scored on every 3rd), and ms per frame with the three cameras'
+frames batched as the pipeline batches them. ``--clips`` counts each detector's boxes on the real clips in
+../shared/assets/video (no ground truth there) and draws a contact sheet per clip to look at. Embedders: ``default`` (the configured default,
 ImageNet EfficientNet-Lite0) and ``trained`` (the model from the shipped recipe, trained once into the
 cache unless ``--weights`` names one).
 
@@ -39,12 +46,17 @@ BENCH = SHARED / "bench"
 ASSETS = SHARED / "assets"
 VN2CAM = ASSETS / "reid" / "vn-2cam"
 RECIPE = ROOT / "configs" / "train" / "vn2cam.yaml"
+OMZ = ASSETS / "models" / "omz"
 DETECTORS = {
     "gt": {"type": "file"},
     "motion": {"type": "motion"},
     "yolo": {"type": "yolo", "model": str(ASSETS / "models" / "yolo11n_int8_openvino_model")},
     "yolo-onnx": {"type": "yolo", "model": str(ASSETS / "models" / "yolov8n_dynamic_int8.onnx")},
+    **{f"omz-{n[-4:]}": {"type": "openvino", "model": str(OMZ / n / "FP16-INT8" / f"{n}.xml")}
+       for n in ("person-vehicle-bike-detection-crossroad-1016", "person-vehicle-bike-detection-crossroad-0078",
+                 "vehicle-detection-0202", "person-vehicle-bike-detection-2004")},
 }
+CLIPS = ("intel-car-detection.mp4", "ua-detrac-intersection.mp4", "highway-320x240.avi", "street-640x352.mp4")
 EMBEDDERS = ("default", "trained")
 FPS = 10.0
 
@@ -133,6 +145,193 @@ def trained_model(cache: Path, weights: str | None) -> Path:
     subprocess.run([*reidd_cmd(), "train", "--config", str(RECIPE), "--out", str(out), "--no-progress"],
                    check=True, env=env(), cwd=ROOT)
     return best
+
+
+# --------------------------------------------------------------------------- detectors alone
+def detector_config(detector: str, overrides: list[str]):
+    """The DetectorConfig a replay of ``detector`` would use (``--set detector.*`` applied)."""
+    import yaml
+
+    from reidd.config import DetectorConfig
+
+    raw: dict = {"detector": dict(DETECTORS[detector])}
+    for o in overrides:
+        key, _, val = o.partition("=")
+        if key.strip().startswith("detector."):
+            set_path(raw, key.strip(), yaml.safe_load(val))
+    return DetectorConfig(**raw["detector"])
+
+
+def gt_boxes(scene: Path) -> dict[tuple[str, int], list[tuple[float, float, float, float]]]:
+    """(camera, frame 1-based) -> ground-truth boxes x1, y1, x2, y2."""
+    out: dict[tuple[str, int], list] = {}
+    for line in (scene / "gt.txt").read_text().splitlines():
+        p = line.split()
+        if len(p) >= 7:
+            x, y, w, h = map(float, p[3:7])
+            out.setdefault((p[0], int(p[2])), []).append((x, y, x + w, y + h))
+    return out
+
+
+def match_count(pred, gt, iou_min: float = 0.5) -> int:
+    """Boxes of ``pred`` matched one-to-one to ``gt`` at IoU >= ``iou_min`` (optimal assignment)."""
+    import lap
+    import numpy as np
+
+    if not len(pred) or not len(gt):
+        return 0
+    a, b = np.asarray(pred, np.float64).reshape(-1, 4), np.asarray(gt, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
+    iou = inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+    _, x, _ = lap.lapjv(1.0 - iou, extend_cost=True, cost_limit=1.0 - iou_min + 1e-9)
+    return int(sum(1 for i, j in enumerate(x) if j >= 0 and iou[i, j] >= iou_min))
+
+
+def detection_stats(cache: Path, seed: int, detector: str, overrides: list[str], every: int = 3) -> dict:
+    """Recall and precision at IoU 0.5 per camera (all boxes the tracker gets, and those at or above
+    tracker.track_high_thresh 0.25) and ms per frame of ``detector`` alone on a scene. Cached per settings."""
+    import hashlib
+    import time
+
+    import cv2
+
+    from reidd.detect.base import build_detector
+    from reidd.types import Frame
+
+    key = hashlib.sha1(json.dumps([detector, DETECTORS[detector], sorted(o for o in overrides
+                                   if o.startswith("detector."))]).encode()).hexdigest()[:10]
+    path = cache / "detstats" / f"{detector}-{key}-{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    scene = cache / "scenes" / f"heldout-{seed}"
+    cams = ("c1", "c2", "c3")
+    det = build_detector(detector_config(detector, overrides), list(cams))
+    truth = gt_boxes(scene)
+    caps = {c: cv2.VideoCapture(str(scene / f"{c}.mp4")) for c in cams}
+    counts = {c: {"gt": 0, "pred": 0, "tp": 0, "pred25": 0, "tp25": 0} for c in cams}
+    seconds = 0.0
+    frames = 0
+    index = 0
+    while True:
+        batch = []
+        for c in cams:
+            ok, img = caps[c].read()
+            if ok:
+                batch.append(Frame(c, index, index / FPS, img))
+        if not batch:
+            break
+        scored = index % every == 0
+        if scored or detector == "motion":  # background subtraction needs every frame
+            t0 = time.perf_counter()
+            out = det.detect(batch)
+            seconds += time.perf_counter() - t0
+            frames += len(batch)
+            if scored:
+                for f, d in zip(batch, out):
+                    g = truth.get((f.camera_id, index + 1), [])
+                    n = counts[f.camera_id]
+                    hi = d[d.conf >= 0.25]
+                    n["gt"] += len(g)
+                    n["pred"] += len(d)
+                    n["tp"] += match_count(d.xyxy, g)
+                    n["pred25"] += len(hi)
+                    n["tp25"] += match_count(hi.xyxy, g)
+        index += 1
+    for cap in caps.values():
+        cap.release()
+    res: dict = {"ms_per_frame": round(1000 * seconds / max(frames, 1), 2)}
+    for c, n in counts.items():
+        res[f"recall_{c}"] = round(n["tp"] / max(n["gt"], 1), 4)
+        res[f"precision_{c}"] = round(n["tp"] / max(n["pred"], 1), 4)
+        res[f"recall25_{c}"] = round(n["tp25"] / max(n["gt"], 1), 4)
+        res[f"precision25_{c}"] = round(n["tp25"] / max(n["pred25"], 1), 4)
+    tot = {k: sum(n[k] for n in counts.values()) for k in ("gt", "pred", "tp", "pred25", "tp25")}
+    res["recall"] = round(tot["tp"] / max(tot["gt"], 1), 4)
+    res["precision"] = round(tot["tp"] / max(tot["pred"], 1), 4)
+    res["recall25"] = round(tot["tp25"] / max(tot["gt"], 1), 4)
+    res["precision25"] = round(tot["tp25"] / max(tot["pred25"], 1), 4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))
+    return res
+
+
+DET_COLUMNS = [("recall", "recall"), ("R c1", "recall_c1"), ("R c2", "recall_c2"), ("R c3", "recall_c3"),
+               ("prec", "precision"), ("P c1", "precision_c1"), ("P c2", "precision_c2"), ("P c3", "precision_c3"),
+               ("R@.25", "recall25"), ("P@.25", "precision25"), ("ms/fr", "ms_per_frame")]
+
+
+def print_det_table(title: str, rows: list[tuple[str, dict]]) -> None:
+    print(f"\n{title}")
+    head = f"{'detector':<20}" + "".join(f"{h:>8}" for h, _ in DET_COLUMNS)
+    print(head)
+    print("-" * len(head))
+    for name, r in rows:
+        print(f"{name:<20}" + "".join(f"{r[k]:>8.1f}" if k == "ms_per_frame" else f"{r[k]:>8.3f}"
+                                      for _, k in DET_COLUMNS))
+
+
+def clip_counts(cache: Path, detectors: list[str], overrides: list[str], every: int = 5) -> dict:
+    """Boxes per frame (confidence >= 0.25, by class) of each detector on the real clips, and one contact sheet
+    per clip (a frame with each detector's boxes) in ``cache``/clips/ to look at."""
+    import cv2
+    import numpy as np
+
+    from reidd.detect.base import build_detector
+    from reidd.types import Frame
+
+    out: dict = {}
+    sheets = cache / "clips"
+    sheets.mkdir(parents=True, exist_ok=True)
+    names = {0: "rider", 2: "car", 3: "moto", 5: "bus", 7: "truck"}
+    for clip in CLIPS:
+        path = ASSETS / "video" / clip
+        if not path.exists():
+            continue
+        cap = cv2.VideoCapture(str(path))
+        frames = []
+        i = 0
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                frames.append(Frame("clip", i, i / 25.0, img))
+            i += 1
+        cap.release()
+        shown = frames[len(frames) // 2]
+        tiles = []
+        for name in detectors:
+            det = build_detector(detector_config(name, overrides), ["clip"])
+            if name == "motion":  # needs every frame for its background: feed the sampled frames in order
+                results = [det.detect([f])[0] for f in frames]
+            else:
+                results = [d for k in range(0, len(frames), 4) for d in det.detect(frames[k:k + 4])]
+            per_class: dict[str, float] = {}
+            for d in results:
+                hi = d[d.conf >= 0.25]
+                for c in hi.cls:
+                    per_class[names.get(int(c), str(int(c)))] = per_class.get(names.get(int(c), str(int(c))), 0) + 1
+            out.setdefault(clip, {})[name] = {
+                "boxes_per_frame": round(sum(per_class.values()) / max(len(frames), 1), 2),
+                **{k: round(v / len(frames), 2) for k, v in sorted(per_class.items())}}
+            img = shown.image.copy()
+            d = results[len(frames) // 2]
+            for (x1, y1, x2, y2), cf, c in zip(d.xyxy.astype(int), d.conf, d.cls):
+                colour = (0, 255, 0) if cf >= 0.25 else (0, 165, 255)
+                cv2.rectangle(img, (x1, y1), (x2, y2), colour, 1)
+                cv2.putText(img, f"{names.get(int(c), int(c))} {cf:.2f}", (x1, max(8, y1 - 2)),
+                            cv2.FONT_HERSHEY_PLAIN, 0.8, colour, 1)
+            cv2.putText(img, name, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+            tiles.append(img)
+        cols = 2
+        while len(tiles) % cols:
+            tiles.append(np.zeros_like(tiles[0]))
+        grid = np.vstack([np.hstack(tiles[r:r + cols]) for r in range(0, len(tiles), cols)])
+        cv2.imwrite(str(sheets / f"{Path(clip).stem}.jpg"), grid, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return out
 
 
 # --------------------------------------------------------------------------- runs
@@ -258,8 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13], help="scene seeds (default 11 12 13)")
     ap.add_argument("--cache", default=str(ROOT / ".state" / "bench"), help="cache folder (scenes, model, runs)")
-    ap.add_argument("--detectors", nargs="+", default=["gt", "motion", "yolo"], choices=sorted(DETECTORS),
-                    help="detector settings to run (default: gt motion yolo)")
+    ap.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS),
+                    help="detector settings to run (default: all: %(default)s)")
     ap.add_argument("--embedders", nargs="+", default=list(EMBEDDERS), choices=EMBEDDERS,
                     help="embedders to run (default: default trained)")
     ap.add_argument("--weights", default=None, help="trained re-ID checkpoint to use instead of training one")
@@ -270,6 +469,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="reuse the embeddings recorded by the runs of TAG and re-run only the association "
                          "(reidd rematch): for tuning the matching settings in seconds")
     ap.add_argument("--build-only", action="store_true", help="build the held-out crops and scenes, then stop")
+    ap.add_argument("--no-detection-stats", action="store_true",
+                    help="skip measuring each detector alone (recall/precision per camera, ms per frame)")
+    ap.add_argument("--no-replay", action="store_true", help="only the detectors alone (and --clips): no replays")
+    ap.add_argument("--clips", action="store_true",
+                    help="also count each detector's boxes on the real clips and draw contact sheets (CACHE/clips/)")
     args = ap.parse_args(argv)
     if not (BENCH / "build_scene.py").exists() or not VN2CAM.exists():
         print(f"bench_mtmc: needs {BENCH} and {VN2CAM} (the shared benchmark tools and crops)", file=sys.stderr)
@@ -280,13 +484,40 @@ def main(argv: list[str] | None = None) -> int:
         gt_detections(build_scene(cache, s, crops))
     if args.build_only:
         return 0
-    weights = trained_model(cache, args.weights) if "trained" in args.embedders else None
+    weights = trained_model(cache, args.weights) if "trained" in args.embedders and not args.no_replay else None
     per_setting: dict[str, list[dict]] = {}
     table: list[tuple[str, dict]] = []
+    detectors = []
     for det in args.detectors:
         if det != "gt" and not Path(DETECTORS[det]["model"] if "model" in DETECTORS[det] else ".").exists():
             log(f"skipping {det}: {DETECTORS[det]['model']} not found")
             continue
+        detectors.append(det)
+    det_rows: dict[str, dict] = {}
+    if not args.no_detection_stats:
+        det_table = []
+        for det in (d for d in detectors if d != "gt"):
+            per_seed = []
+            for seed in args.seeds:
+                log(f"{det} seed {seed}: detector alone")
+                per_seed.append(detection_stats(cache, seed, det, args.overrides))
+                det_table.append((f"{det} s{seed}", per_seed[-1]))
+            det_rows[det] = {k: round(sum(r[k] for r in per_seed) / len(per_seed), 4) for k in per_seed[0]}
+        if det_table:
+            print_det_table("detectors alone, per seed (IoU 0.5, every 3rd frame; R/P: every box the tracker gets, "
+                            "@.25: confidence >= 0.25)", det_table)
+            print_det_table(f"detectors alone, mean over seeds {' '.join(map(str, args.seeds))}", list(det_rows.items()))
+    clips = clip_counts(cache, [d for d in detectors if d != "gt"], args.overrides) if args.clips else {}
+    if clips:
+        print(f"\nboxes per frame (confidence >= 0.25) on the real clips; contact sheets in {cache / 'clips'}")
+        for clip, by_det in clips.items():
+            for det, c in by_det.items():
+                print(f"  {clip:<28} {det:<10} " + " ".join(f"{k}={v}" for k, v in c.items()))
+    if args.no_replay:
+        print(json.dumps({"bench": "mtmc", "seeds": args.seeds, "overrides": args.overrides, "detectors": det_rows,
+                          "clips": clips}, sort_keys=True))
+        return 0
+    for det in detectors:
         for emb in args.embedders:
             setting = f"{det}/{emb}"
             for seed in args.seeds:
@@ -306,8 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     means = {k: mean_rows(v) for k, v in per_setting.items()}
     print_table(f"mean over seeds {' '.join(map(str, args.seeds))}", list(means.items()))
     print(json.dumps({"bench": "mtmc", "seeds": args.seeds, "overrides": args.overrides,
-                      "weights": str(weights) if weights else None, "mean": means,
-                      "runs": {n: r for n, r in table}}, sort_keys=True))
+                      "weights": str(weights) if weights else None, "mean": means, "detectors": det_rows,
+                      "clips": clips, "runs": {n: r for n, r in table}}, sort_keys=True))
     return 0
 
 

@@ -15,6 +15,12 @@ class DetectorLoadError(RuntimeError):
     """The configured detector cannot be used (the message names the field, file or line)."""
 
 
+def one_line(exc: BaseException) -> str:
+    """A runtime's error message on one line, at most 300 characters (for a DetectorLoadError)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 class Detector(Protocol):
     """Finds vehicles in a batch of frames (possibly from several cameras)."""
 

@@ -15,6 +15,9 @@ from typing import Literal
 
 DETECTORS: dict[str, tuple[str, str]] = {
     "yolo": ("reidd.detect.yolo:YoloDetector", "ultralytics"),
+    "openvino": ("reidd.detect.openvino:OpenVinoDetector",
+                 "an OpenVINO IR detector such as Intel's Open Model Zoo person-vehicle-bike models; the recommended "
+                 "CPU detector"),
     "motion": ("reidd.detect.motion:MotionDetector", "background subtraction, fixed cameras"),
     "file": ("reidd.detect.file:FileDetector",
              "precomputed MOTChallenge detection files, one <camera id>.txt per camera in detections_dir"),

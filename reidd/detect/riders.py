@@ -6,7 +6,9 @@ realistic-scene benchmark: vehicle classes alone found 32 % of the vehicles, 51 
 68 % with lone riders kept too). With ``detector.riders`` the detector also asks for persons, and:
 
 * a person box that overlaps a two-wheeler box (motorcycle, or bicycle when it is among the kept
-  classes) becomes one box, their union, of class 3 (motorcycle) with the better confidence;
+  classes) becomes one box, their union, of class 3 (motorcycle) with the better confidence; a second
+  person mostly inside that box (a passenger) joins it instead of staying a box of its own, while one
+  mostly beside it (a neighbour whose own bike was missed) stays a lone rider;
 * a lone person box is kept as class 0, grown to the extent of the two-wheeler it rides
   (``detector.rider_grow``: wider for the handlebars and mirrors, lower for the wheel); the tracklet
   builder later keeps such a track only when it moves like a vehicle (``tracklets.min_rider_speed``)
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reidd.detect.geometry import clip_to_frame
 from reidd.types import Detections
 
 PERSON = 0
@@ -68,23 +71,57 @@ def fuse_riders(dets: Detections, two_wheelers: tuple[int, ...] = (MOTORCYCLE,),
     pi, wi = np.nonzero(is_p)[0], np.nonzero(is_w)[0]
     p, w = dets.xyxy[pi], dets.xyxy[wi]
     ov = (_cover(p, w) >= min_cover) | (_cover(w, p).T >= min_cover)  # (persons, wheels)
-    used_w = np.zeros(len(wi), bool)
-    xyxy, conf, cls = [], [], []
-    keep = np.ones(len(dets), bool)
+    owner = np.full(len(wi), -1)  # the group (one fused box) each two-wheeler went to
+    groups: list[tuple[list[int], list[int]]] = []  # (persons, wheels) per fused box
     for k in np.argsort(-dets.conf[pi], kind="stable"):  # the most confident rider claims first
-        mine = ov[k] & ~used_w
-        if not mine.any():
-            continue
-        used_w |= mine
-        boxes = np.vstack([p[k], w[mine]])
+        free = ov[k] & (owner < 0)
+        g = -1
+        for t in dict.fromkeys(owner[ov[k] & (owner >= 0)].tolist()):  # bikes more confident riders took
+            mates = np.vstack([p[groups[t][0]], w[groups[t][1]]])
+            union = np.array([[mates[:, 0].min(), mates[:, 1].min(), mates[:, 2].max(), mates[:, 3].max()]])
+            if _cover(p[k : k + 1], union)[0, 0] >= 0.5:  # mostly inside that vehicle: its passenger
+                g = t
+                break
+        if g < 0:
+            if not free.any():
+                continue  # beside a claimed bike, none of its own: a neighbour whose bike was missed (lone rider)
+            g = len(groups)
+            groups.append(([], []))
+        owner[free] = g
+        groups[g][0].append(int(k))
+        groups[g][1].extend(np.nonzero(free)[0].tolist())
+    keep = np.ones(len(dets), bool)
+    xyxy, conf, cls = [], [], []
+    for persons, wheels in groups:
+        boxes = np.vstack([p[persons], w[wheels]])
         xyxy.append([boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()])
-        conf.append(max(float(dets.conf[pi[k]]), float(dets.conf[wi[mine]].max())))
+        conf.append(max(float(dets.conf[pi[persons]].max()), float(dets.conf[wi[wheels]].max())))
         cls.append(MOTORCYCLE)
-        keep[pi[k]] = False
-        keep[wi[mine]] = False
+        keep[pi[persons]] = False
+        keep[wi[wheels]] = False
     rest = grow_lone_riders(dets[keep], grow)
     if not xyxy:
         return rest
     return Detections(np.vstack([rest.xyxy, np.asarray(xyxy, np.float32)]),
                       np.concatenate([rest.conf, np.asarray(conf, np.float32)]),
                       np.concatenate([rest.cls, np.asarray(cls, np.int32)]))
+
+
+class RiderPolicy:
+    """What ``detector.riders`` means for a detector that reports COCO class ids: which classes to ask the model
+    for (``classes``: the kept ones plus persons when riders are on; None = all) and how one frame's boxes are
+    finished (:meth:`apply`: riders fused with their two-wheelers, lone riders grown, boxes kept in the frame).
+
+    Riders are on when ``detector.riders`` is set, motorcycles are kept and persons are not asked for anyway."""
+
+    def __init__(self, kept: list[int] | None, riders: bool, grow: tuple[float, float, float, float]):
+        self.active = bool(riders and kept is not None and MOTORCYCLE in kept and PERSON not in kept)
+        self.classes = sorted({*kept, PERSON}) if self.active and kept is not None else kept
+        self.two_wheelers = tuple(c for c in (MOTORCYCLE, BICYCLE) if kept and c in kept)
+        self.grow = tuple(grow)
+
+    def apply(self, dets: Detections, width: int, height: int) -> Detections:
+        if not self.active:
+            return dets
+        dets = fuse_riders(dets, self.two_wheelers, grow=self.grow)
+        return clip_to_frame(dets, width, height) if any(self.grow) else dets  # grown boxes stay inside

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 
 from reidd.config import DetectorConfig
-from reidd.detect.base import DetectorLoadError
-from reidd.detect.riders import BICYCLE, MOTORCYCLE, PERSON, fuse_riders
+from reidd.detect.base import DetectorLoadError, one_line
+from reidd.detect.geometry import merge_tiles, tile_layout
+from reidd.detect.riders import RiderPolicy
 from reidd.device import resolve_device, set_cpu_threads
 from reidd.types import Detections, Frame
 
@@ -39,12 +39,9 @@ class YoloDetector:
                         "loaded; for a legacy checkpoint you trust, set detector.trust_pickle: true)")
             elif cfg.model.endswith(".pt") and "/" not in cfg.model:
                 hint = " (ultralytics downloads named weights; without internet point detector.model at a local file)"
-            raise DetectorLoadError(f"detector.model: cannot load '{cfg.model}': {_one_line(exc)}{hint}") from exc
+            raise DetectorLoadError(f"detector.model: cannot load '{cfg.model}': {one_line(exc)}{hint}") from exc
         self._warm = False
-        kept = list(cfg.classes) or None
-        self._riders = cfg.riders and kept is not None and MOTORCYCLE in kept and PERSON not in kept
-        self._classes = sorted({*kept, PERSON}) if self._riders else kept
-        self._two_wheelers = tuple(c for c in (MOTORCYCLE, BICYCLE) if kept and c in kept)
+        self._riders = RiderPolicy(list(cfg.classes) or None, cfg.riders, tuple(cfg.rider_grow))
         # fp16 on CUDA: 'quantize=16' (ultralytics >= 8.4; 'half' is its deprecated spelling). Nothing on CPU.
         self._precision = {"quantize": 16} if cfg.half and self.device.startswith("cuda") else {}
         self._predictor = _predictor_without_warmup() if self.device == "cpu" else None
@@ -59,7 +56,7 @@ class YoloDetector:
             self.detect([Frame(camera_id="warm-up", index=0, ts=0.0, image=blank)])
         except Exception as exc:
             raise DetectorLoadError(
-                f"detector.model: '{self.cfg.model}' loads but cannot run: {_one_line(exc)}") from exc
+                f"detector.model: '{self.cfg.model}' loads but cannot run: {one_line(exc)}") from exc
 
     def _predict(self, images: list) -> list:
         return self.model.predict(
@@ -67,7 +64,7 @@ class YoloDetector:
             imgsz=self.cfg.imgsz,
             conf=self.cfg.conf,
             iou=self.cfg.iou,
-            classes=self._classes,
+            classes=self._riders.classes,
             device=self.device,
             verbose=False,
             predictor=self._predictor,
@@ -75,18 +72,8 @@ class YoloDetector:
         )
 
     def tiles_for(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
-        """The frame regions (x0, y0, x1, y1) the model sees: the whole frame, or ``detector.tiles`` columns
-        overlapping by ``detector.tile_overlap`` pixels ("auto": one column per 1.25 x imgsz of width)."""
-        n = self.cfg.tiles
-        if n == "auto":
-            n = min(4, max(1, math.ceil(width / (1.25 * self.cfg.imgsz))))
-        n = int(n)
-        if n <= 1 or width <= 2 * self.cfg.tile_overlap:
-            return [(0, 0, width, height)]
-        ov = self.cfg.tile_overlap
-        step = (width - ov) / n
-        return [(int(round(k * step)), 0, int(round(k * step + step + ov)) if k < n - 1 else width, height)
-                for k in range(n)]
+        """The frame regions the model sees (:func:`reidd.detect.geometry.tile_layout` at imgsz)."""
+        return tile_layout(width, height, self.cfg.tiles, self.cfg.tile_overlap, self.cfg.imgsz)
 
     def detect(self, frames: list[Frame]) -> list[Detections]:
         jobs: list[tuple[int, tuple[int, int, int, int]]] = []  # (frame index, tile)
@@ -115,54 +102,8 @@ class YoloDetector:
         for f, pieces in zip(frames, parts):
             h, w = f.image.shape[:2]
             d = pieces[0][0] if len(pieces) == 1 else merge_tiles(pieces, w, h, self.cfg.iou)
-            if self._riders:
-                d = fuse_riders(d, self._two_wheelers, grow=tuple(self.cfg.rider_grow))
-                if len(d) and any(self.cfg.rider_grow):  # grown boxes stay inside the frame
-                    d.xyxy[:, [0, 2]] = np.clip(d.xyxy[:, [0, 2]], 0, w)
-                    d.xyxy[:, [1, 3]] = np.clip(d.xyxy[:, [1, 3]], 0, h)
-            out.append(d)
+            out.append(self._riders.apply(d, w, h))
         return out
-
-
-def merge_tiles(pieces: list[tuple[Detections, tuple[int, int, int, int]]], width: int, height: int,
-                iou: float, edge_px: float = 2.0) -> Detections:
-    """One frame's detections from its overlapping tiles: boxes shifted to frame coordinates; a box that
-    touches a tile's inner edge (cut by the tile, and whole in its neighbour thanks to the overlap) is
-    dropped; duplicates in the overlaps are suppressed (IoU above ``iou``, or one box nearly inside the
-    other), the more confident kept."""
-    boxes, confs, classes = [], [], []
-    for d, (x0, y0, x1, y1) in pieces:
-        if not len(d):
-            continue
-        b = d.xyxy + np.array([x0, y0, x0, y0], np.float32)
-        cut = np.zeros(len(b), bool)
-        if x0 > 0:
-            cut |= b[:, 0] <= x0 + edge_px
-        if x1 < width:
-            cut |= b[:, 2] >= x1 - edge_px
-        boxes.append(b[~cut])
-        confs.append(d.conf[~cut])
-        classes.append(d.cls[~cut])
-    if not boxes:
-        return Detections()
-    b, c, k = np.vstack(boxes), np.concatenate(confs), np.concatenate(classes)
-    order = np.argsort(-c, kind="stable")
-    b, c, k = b[order], c[order], k[order]
-    area = np.clip((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-6, None)
-    keep = np.ones(len(b), bool)
-    for i in range(len(b)):
-        if not keep[i]:
-            continue
-        j = np.arange(i + 1, len(b))
-        j = j[keep[j] & (k[j] == k[i])]
-        if not len(j):
-            continue
-        ix = np.clip(np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0]), 0, None)
-        iy = np.clip(np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1]), 0, None)
-        inter = ix * iy
-        dup = (inter / (area[i] + area[j] - inter) > iou) | (inter / np.minimum(area[i], area[j]) > 0.8)
-        keep[j[dup]] = False
-    return Detections(b[keep], c[keep], k[keep])
 
 
 def _frames_per_call(model, max_batch: int) -> int:
@@ -198,11 +139,6 @@ def _predictor_without_warmup() -> type:
             self.done_warmup = True
 
     return CpuPredictor
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _guard_pickle(cfg: DetectorConfig) -> None:

@@ -99,6 +99,28 @@ def _folder(tmp: Path) -> None:
     (tmp / "adir").mkdir()
 
 
+def _junk_openvino(tmp: Path) -> None:
+    (tmp / "junk.xml").write_bytes(b"<net>\x00junk" * 50)
+    (tmp / "junk.bin").write_bytes(b"\x00" * 64)
+
+
+def _xml_entity_bomb(tmp: Path) -> None:
+    """A billion-laughs .xml: OpenVINO's parser must not expand it (refused in well under a second)."""
+    ents = ['<!ENTITY l0 "lol">'] + [f'<!ENTITY l{i} "{("&l" + str(i - 1) + ";") * 10}">' for i in range(1, 10)]
+    (tmp / "bomb.xml").write_text('<?xml version="1.0"?>\n<!DOCTYPE n [' + "".join(ents) + ']>\n'
+                                  '<net name="x" version="11"><layers><layer id="0" name="&l9;" type="Parameter" '
+                                  'version="opset1"/></layers></net>\n')
+    (tmp / "bomb.bin").write_bytes(b"\x00" * 8)
+
+
+def _foreign_openvino(tmp: Path) -> None:
+    """A valid OpenVINO IR that is no detector (an image in, the same image out)."""
+    import openvino as ov
+
+    x = ov.opset13.parameter([1, 3, 64, 64], ov.Type.f32, name="image")
+    ov.save_model(ov.Model([ov.opset13.relu(x)], [x], "foreign"), str(tmp / "foreign.xml"))
+
+
 BOMB = "".join(f"{a}: &{a} [{', '.join(['*' + p] * 9 if p else ['lol'] * 9)}]\n"
                for a, p in zip("abcdefghi", ["", *"abcdefgh"])) + "cameras: *i\n"
 
@@ -140,6 +162,14 @@ CASES = [
          setup=_junk("junk.onnx"), command="replay", field="reid.weights"),
     Case("junk detector .onnx", CAM + NO_REID + "detector: {{model: junk.onnx}}\n", setup=_junk("junk.onnx"),
          command="replay", field="detector.model"),
+    Case("junk OpenVINO detector .xml", CAM + NO_REID + "detector: {{type: openvino, model: junk.xml, labels: {{0: vehicle}}}}\n",
+         setup=_junk_openvino, command="replay", field="detector.model", also=("not a readable OpenVINO model",)),
+    Case("OpenVINO .xml entity bomb", CAM + NO_REID + "detector: {{type: openvino, model: bomb.xml, labels: {{0: vehicle}}}}\n",
+         setup=_xml_entity_bomb, command="replay", field="detector.model", max_s=30.0),
+    Case("foreign OpenVINO model", CAM + NO_REID + "detector: {{type: openvino, model: foreign.xml, labels: {{0: vehicle}}}}\n",
+         setup=_foreign_openvino, command="replay", field="detector.model", also=("not a detector",)),
+    Case("OpenVINO model of unknown labels", CAM + "detector: {{type: openvino, model: foreign.xml}}\n",
+         setup=_foreign_openvino, field="detector.labels"),
     Case("pickle detector that runs code", CAM + NO_REID + "detector: {{model: evil.pt}}\n", setup=_evil_pt,
          command="replay", field="detector.model", also=("trust_pickle",)),
 ]

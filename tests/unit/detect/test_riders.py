@@ -30,9 +30,10 @@ def test_person_on_a_motorbike_becomes_one_motorcycle_box() -> None:
 
 
 def test_two_riders_do_not_share_one_motorbike() -> None:
-    dets = Detections([[100, 50, 140, 130], [105, 55, 145, 135], [95, 100, 150, 160]], [0.9, 0.5, 0.4], [0, 0, 3])
+    # side by side: the bike box under the first rider reaches the second, whose own bike was missed
+    dets = Detections([[100, 50, 140, 130], [138, 55, 178, 135], [95, 100, 150, 160]], [0.9, 0.5, 0.4], [0, 0, 3])
     out = fuse_riders(dets)
-    assert sorted(out.cls.tolist()) == [0, 3]  # the more confident rider took the bike
+    assert sorted(out.cls.tolist()) == [0, 3]  # the more confident rider took the bike, the other stays lone
 
 
 def _feed(builder: TrackletBuilder, xs: list[float], cls: int) -> list:
@@ -57,3 +58,19 @@ def test_lone_person_tracks_are_riders_only_when_fast() -> None:
     assert t.cls == 2
     assert rider_speed(t.boxes) == 0.0
     assert rider_speed([BoxRecord(0, 0.0, (0, 0, 10, 10), 1.0, 0)]) == 0.0
+
+
+def test_a_passenger_joins_the_two_wheeler_its_rider_claimed() -> None:
+    """Two persons on one motorbike (rider and passenger) are one vehicle: one class-3 box, their union, no
+    person box left beside it; a person on another bike makes a second box."""
+    dets = Detections([[100, 40, 130, 110],   # rider
+                       [112, 30, 142, 105],   # passenger behind, less confident
+                       [95, 80, 150, 140],    # the motorbike under both
+                       [400, 40, 430, 110],   # another rider
+                       [395, 80, 445, 140]],  # on another motorbike
+                      [0.9, 0.6, 0.5, 0.8, 0.4], [0, 0, 3, 0, 3])
+    out = fuse_riders(dets)
+    assert sorted(out.cls.tolist()) == [3, 3]
+    rows = sorted(tuple(np.round(b).astype(int).tolist()) for b in out.xyxy)
+    assert rows == [(95, 30, 150, 140), (395, 40, 445, 140)]
+    assert np.allclose(sorted(out.conf.tolist()), [0.8, 0.9])

@@ -7,7 +7,8 @@ import numpy as np
 
 from reidd.config import DetectorConfig
 from reidd.detect.riders import fuse_riders, grow_lone_riders
-from reidd.detect.yolo import YoloDetector, merge_tiles
+from reidd.detect.geometry import merge_tiles
+from reidd.detect.yolo import YoloDetector
 from reidd.types import Detections
 
 

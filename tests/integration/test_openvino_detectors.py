@@ -1,0 +1,75 @@
+"""``detector.type: openvino`` with each of the four Open Model Zoo detectors in ../shared/assets/models/omz on a
+real traffic clip: vehicles found, boxes inside the frame and of the classes reidd speaks, frames in flight
+together give the boxes of one frame at a time, and the rider fusion makes one two-wheeler of a rider and bike."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from reidd.config import DetectorConfig
+from reidd.detect.base import build_detector
+from reidd.types import Frame
+
+from support import ASSETS
+
+OMZ = ASSETS / "models" / "omz"
+MODELS = ["person-vehicle-bike-detection-crossroad-1016", "person-vehicle-bike-detection-crossroad-0078",
+          "vehicle-detection-0202", "person-vehicle-bike-detection-2004"]
+CLIP = ASSETS / "video" / "ua-detrac-intersection.mp4"
+needs_assets = pytest.mark.skipif(not OMZ.is_dir() or not CLIP.exists(), reason="needs ../shared/assets/models/omz")
+
+
+def _frames(n: int = 60, every: int = 10, cameras: int = 3) -> list[Frame]:
+    cap = cv2.VideoCapture(str(CLIP))
+    out = []
+    for i in range(n):
+        ok, img = cap.read()
+        assert ok, f"{CLIP}: frame {i} unreadable"
+        if i % every == 0:
+            out.append(Frame(f"c{len(out) % cameras}", i, i / 30, img))
+    cap.release()
+    return out
+
+
+def _xml(name: str):
+    return OMZ / name / "FP16-INT8" / f"{name}.xml"
+
+
+@needs_assets
+@pytest.mark.parametrize("name", MODELS)
+def test_shipped_model_on_a_real_clip(name: str) -> None:
+    frames = _frames()
+    det = build_detector(DetectorConfig(type="openvino", model=str(_xml(name))), ["c0", "c1", "c2"])
+    batched = det.detect(frames)  # six frames (three cameras) in flight together
+    alone = [det.detect([f])[0] for f in frames]
+    cars = 0
+    for f, d, one in zip(frames, batched, alone):
+        h, w = f.image.shape[:2]
+        assert (d.xyxy[:, :2] >= 0).all() and (d.xyxy[:, 2] <= w).all() and (d.xyxy[:, 3] <= h).all()
+        assert (d.xyxy[:, 2] > d.xyxy[:, 0]).all() and (d.xyxy[:, 3] > d.xyxy[:, 1]).all()
+        assert set(d.cls.tolist()) <= {0, 2, 3}  # car, motorcycle, lone riders (detector.riders)
+        assert (d.conf >= 0.1).all()
+        np.testing.assert_allclose(d.xyxy, one.xyxy, atol=1e-3)  # requests in flight keep their frames apart
+        cars += int(((d.cls == 2) & (d.conf >= 0.5)).sum())
+    assert cars >= 5 * len(frames), f"{name}: {cars} confident vehicles in {len(frames)} frames of a busy intersection"
+
+
+@needs_assets
+def test_classes_and_riders_on_the_benchmark_style_street() -> None:
+    """Kept classes filter the model's labels (only cars asked for: no motorcycle, no rider), and with riders on,
+    no person box is left lying on a two-wheeler box (they are fused into one)."""
+    frames = _frames(every=6, cameras=1)
+    name = "person-vehicle-bike-detection-crossroad-1016"
+    only_cars = build_detector(DetectorConfig(type="openvino", model=str(_xml(name)), classes=[2]), ["c"])
+    for d in only_cars.detect(frames):
+        assert set(d.cls.tolist()) <= {2}
+    fused = build_detector(DetectorConfig(type="openvino", model=str(_xml(name))), ["c"])
+    for d in fused.detect(frames):
+        persons, bikes = d.xyxy[d.cls == 0], d.xyxy[d.cls == 3]
+        for p in persons:
+            for b in bikes:
+                ix = max(0.0, min(p[2], b[2]) - max(p[0], b[0]))
+                iy = max(0.0, min(p[3], b[3]) - max(p[1], b[1]))
+                assert ix * iy < 0.2 * (p[2] - p[0]) * (p[3] - p[1]), "a rider left beside its bike"
