@@ -145,7 +145,8 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
             server.stop()
     summary = {
         "cameras": {k: {"frames": v.frames, "tracklets": v.tracklets, "state": v.state, "error": v.error,
-                        "dropped_short": v.dropped_short, "dropped_pedestrians": v.dropped_pedestrians}
+                        "dropped_short": v.dropped_short, "dropped_pedestrians": v.dropped_pedestrians,
+                        "dropped_static": v.dropped_static}
                     for k, v in result.cameras.items()},
         "tracklets": jsonl.count,
         "events": runtime.events if runtime else 0,

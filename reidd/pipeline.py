@@ -45,6 +45,7 @@ class CameraSummary:
     tracklets: int = 0
     dropped_short: int = 0
     dropped_pedestrians: int = 0  # lone-person tracks too slow for a rider (detector.riders)
+    dropped_static: int = 0  # static, low-confidence tracks (tracklets.static_min_conf)
     state: str = "connecting"
     error: str | None = None
 
@@ -355,11 +356,12 @@ class Pipeline:
     def _emit(self, tracklets: list[Tracklet]) -> None:
         for cam_id, b in self.builders.items():
             s = self.summary[cam_id]
-            new_drops = b.dropped_short - s.dropped_short
-            if new_drops:
-                self.metrics.tracklets_dropped.labels(camera=cam_id).inc(new_drops)
-                s.dropped_short = b.dropped_short
-            s.dropped_pedestrians = b.dropped_pedestrians
+            for reason, attr in (("short", "dropped_short"), ("pedestrian", "dropped_pedestrians"),
+                                 ("static", "dropped_static")):
+                new_drops = getattr(b, attr) - getattr(s, attr)
+                if new_drops:
+                    self.metrics.tracklets_dropped.labels(camera=cam_id, reason=reason).inc(new_drops)
+                    setattr(s, attr, getattr(b, attr))
         if not tracklets:
             return
         for tl in tracklets:

@@ -96,7 +96,9 @@ class Metrics:
             ["camera", "reason"], registry=r,
         )
         self.tracklets_dropped = Counter(
-            "reidd_tracklets_dropped_total", "Tracklets dropped for having fewer than min_boxes boxes.", ["camera"],
+            "reidd_tracklets_dropped_total",
+            "Tracklets dropped: reason 'short' (fewer than tracklets.min_boxes boxes), 'pedestrian' (a lone person too "
+            "slow for a rider), 'static' (a static low-confidence detection).", ["camera", "reason"],
             registry=r,
         )
         self.gallery_entries = Gauge("reidd_gallery_entries", "Entries in the in-memory gallery index.", registry=r)
@@ -178,9 +180,10 @@ class Metrics:
         re-ID stage runs (event types, gallery and matcher series).
         """
         for cam in cameras:
-            for metric in (self.frames_read, self.frames_processed, self.frames_dropped, self.source_reconnects,
-                           self.tracklets_dropped):
+            for metric in (self.frames_read, self.frames_processed, self.frames_dropped, self.source_reconnects):
                 metric.labels(camera=cam)
+            for reason in ("short", "pedestrian", "static"):
+                self.tracklets_dropped.labels(camera=cam, reason=reason)
             for gauge in (self.queue_depth, self.active_tracks, self.open_tracklets):
                 gauge.labels(camera=cam).set(0)
             for reason in CLOSE_REASONS:

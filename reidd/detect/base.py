@@ -47,4 +47,9 @@ def build_detector(cfg: DetectorConfig, camera_ids: list[str] | None = None) -> 
     from reidd.detect.registry import DETECTORS
 
     module, _, name = DETECTORS[cfg.type][0].partition(":")
-    return getattr(importlib.import_module(module), name)(cfg, list(camera_ids or []))
+    det = getattr(importlib.import_module(module), name)(cfg, list(camera_ids or []))
+    if cfg.motion_assist and cfg.type in ("yolo", "openvino"):
+        from reidd.detect.motion import MotionAssisted
+
+        det = MotionAssisted(det, cfg, list(camera_ids or []))
+    return det

@@ -76,3 +76,40 @@ class MotionDetector:
         """Forget a camera's background (e.g. after a reconnect)."""
         self._bg.pop(camera_id, None)
         self._seen.pop(camera_id, None)
+
+
+def _covers(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Share of each box of ``a`` that each box of ``b`` covers: (len(a), len(b))."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area = np.clip((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-6, None)
+    return ix * iy / area[:, None]
+
+
+class MotionAssisted:
+    """A model detector with background subtraction beside it, for fixed cameras (``detector.motion_assist``).
+
+    A moving blob that no model box explains (neither covers half of the other) is added as a box of
+    confidence ``detector.motion_assist_conf`` and class 2 (car): below the tracker's start threshold it only
+    continues a track the model started, through the frames where the model lost the vehicle (ByteTrack's
+    second association); at or above it, it can start one."""
+
+    def __init__(self, model, cfg: DetectorConfig, camera_ids: list[str] | None = None):
+        self.model = model
+        self.name = f"{model.name}+motion"
+        self.cfg = cfg
+        self.motion = MotionDetector(cfg, camera_ids)
+
+    def detect(self, frames: list[Frame]) -> list[Detections]:
+        out = []
+        for f, d in zip(frames, self.model.detect(frames)):
+            m = self.motion.detect_one(f)
+            if len(m) and len(d):
+                explained = ((_covers(m.xyxy, d.xyxy) >= 0.5) | (_covers(d.xyxy, m.xyxy).T >= 0.5)).any(axis=1)
+                m = m[~explained]
+            if len(m):
+                d = Detections(np.vstack([d.xyxy, m.xyxy]),
+                               np.concatenate([d.conf, np.full(len(m), self.cfg.motion_assist_conf, np.float32)]),
+                               np.concatenate([d.cls, m.cls]))
+            out.append(d)
+        return out

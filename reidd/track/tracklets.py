@@ -24,7 +24,7 @@ from reidd.track.quality import crop_quality
 from reidd.types import BoxRecord, Crop, Detections, Frame, Tracklet
 
 
-def rider_speed(boxes: list[BoxRecord]) -> float:
+def track_speed(boxes: list[BoxRecord]) -> float:
     """How fast a track moves: displacement of its box centre per second, in median box heights."""
     if len(boxes) < 2 or boxes[-1].ts <= boxes[0].ts:
         return 0.0
@@ -54,6 +54,7 @@ class TrackletBuilder:
         self._tick = 0
         self.dropped_short = 0
         self.dropped_pedestrians = 0
+        self.dropped_static = 0
         self.closed = 0
 
     @property
@@ -124,10 +125,14 @@ class TrackletBuilder:
         crops = [c for _, _, c in sorted(st.heap, key=lambda it: (-it[0], it[1]))]
         cls = Counter(b.cls for b in st.boxes).most_common(1)[0][0]
         if cls == PERSON:  # lone rider boxes (detector.riders): a vehicle only if it moves like one
-            if rider_speed(st.boxes) < self.cfg.min_rider_speed:
+            if track_speed(st.boxes) < self.cfg.min_rider_speed:
                 self.dropped_pedestrians += 1
                 return []
             st.boxes = [dataclasses.replace(b, cls=MOTORCYCLE) if b.cls == PERSON else b for b in st.boxes]
             cls = MOTORCYCLE
+        if (self.cfg.static_min_conf > 0 and float(np.mean([b.conf for b in st.boxes])) < self.cfg.static_min_conf
+                and track_speed(st.boxes) < self.cfg.static_speed):
+            self.dropped_static += 1  # a static thing the detector half-believes, not a vehicle
+            return []
         self.closed += 1
         return [Tracklet(self.camera_id, st.local_id, st.segment, st.boxes, crops, reason, cls, self.session)]

@@ -96,3 +96,14 @@ def test_config_checks_of_an_openvino_detector(tmp_path: Path, video: Path) -> N
     assert "not an OpenVINO IR .xml" in _problems(tmp_path, "detector: {type: openvino, model: m.onnx}\n")[
         "detector.model"]
     assert "holds 3 .xml files" in _problems(tmp_path, "detector: {type: openvino, model: .}\n")["detector.model"]
+
+
+def test_tracker_thresholds_follow_an_openvino_detector_unless_set(tmp_path: Path, video: Path) -> None:
+    _model(tmp_path, "person-vehicle-bike-detection-crossroad-1016")
+    det = "detector: {type: openvino, model: person-vehicle-bike-detection-crossroad-1016.xml}\n"
+    cfg = load_config(write(tmp_path, "cameras:\n  - {id: c1, url: a.mp4}\n" + det))
+    assert (cfg.tracker.track_high_thresh, cfg.tracker.new_track_thresh) == (0.15, 0.15)
+    cfg = load_config(write(tmp_path, "cameras:\n  - {id: c1, url: a.mp4}\n" + det + "tracker: {new_track_thresh: 0.3}\n"))
+    assert (cfg.tracker.track_high_thresh, cfg.tracker.new_track_thresh) == (0.15, 0.3)
+    cfg = load_config(write(tmp_path, "cameras:\n  - {id: c1, url: a.mp4}\n"))  # yolo: the tracker's own defaults
+    assert (cfg.tracker.track_high_thresh, cfg.tracker.new_track_thresh) == (0.25, 0.25)

@@ -6,7 +6,7 @@ import numpy as np
 
 from reidd.config import TrackletConfig
 from reidd.detect.riders import fuse_riders
-from reidd.track.tracklets import TrackletBuilder, rider_speed
+from reidd.track.tracklets import TrackletBuilder, track_speed
 from reidd.types import BoxRecord, Detections, Frame
 
 
@@ -56,8 +56,8 @@ def test_lone_person_tracks_are_riders_only_when_fast() -> None:
     car = TrackletBuilder("c1", cfg)
     (t,) = _feed(car, [100.0] * 20, 2)  # a parked car is still a car
     assert t.cls == 2
-    assert rider_speed(t.boxes) == 0.0
-    assert rider_speed([BoxRecord(0, 0.0, (0, 0, 10, 10), 1.0, 0)]) == 0.0
+    assert track_speed(t.boxes) == 0.0
+    assert track_speed([BoxRecord(0, 0.0, (0, 0, 10, 10), 1.0, 0)]) == 0.0
 
 
 def test_a_passenger_joins_the_two_wheeler_its_rider_claimed() -> None:

@@ -48,3 +48,25 @@ def test_tracklet_builder_bounds_crops_and_segments() -> None:
     for i in range(2):
         b2.update(_frame(i, img), Detections(np.array([[0, 0, 30, 30]]), [0.9], [2], [7]))
     assert b2.flush() == [] and b2.dropped_short == 1
+
+
+def test_static_low_confidence_tracks_are_dropped_and_confident_parked_ones_kept() -> None:
+    """A box that stays put with a half-believed confidence (a shadow, a patch of road) is no vehicle; the same box
+    detected confidently (a parked car) stays, and so does a moving track of the same low confidence."""
+    cfg = TrackletConfig(min_boxes=3, static_speed=0.3, static_min_conf=0.5)
+    img = np.zeros((240, 320, 3), np.uint8)
+
+    def run(conf: float, dx: float) -> tuple[list, TrackletBuilder]:
+        b = TrackletBuilder("cam", cfg)
+        for i in range(20):  # 2 s at 10 frames/s, box 40 px tall
+            b.update(_frame(i, img), Detections(np.array([[10 + dx * i, 100, 50 + dx * i, 140]]), [conf], [2], [1]))
+        return b.flush(), b
+
+    out, b = run(0.3, 0.0)
+    assert out == [] and b.dropped_static == 1
+    assert len(run(0.9, 0.0)[0]) == 1  # parked, confidently seen
+    assert len(run(0.3, 4.0)[0]) == 1  # 40 px/s = 1 box height per second: moving
+    off = TrackletBuilder("cam", TrackletConfig(min_boxes=3, static_min_conf=0.0))
+    for i in range(20):
+        off.update(_frame(i, img), Detections(np.array([[10, 100, 50, 140]]), [0.3], [2], [1]))
+    assert len(off.flush()) == 1 and off.dropped_static == 0
