@@ -146,7 +146,7 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
     summary = {
         "cameras": {k: {"frames": v.frames, "tracklets": v.tracklets, "state": v.state, "error": v.error,
                         "dropped_short": v.dropped_short, "dropped_pedestrians": v.dropped_pedestrians,
-                        "dropped_static": v.dropped_static}
+                        "dropped_static": v.dropped_static, "dropped_motion": v.dropped_motion}
                     for k, v in result.cameras.items()},
         "tracklets": jsonl.count,
         "events": runtime.events if runtime else 0,

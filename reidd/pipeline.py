@@ -46,6 +46,7 @@ class CameraSummary:
     dropped_short: int = 0
     dropped_pedestrians: int = 0  # lone-person tracks too slow for a rider (detector.riders)
     dropped_static: int = 0  # static, low-confidence tracks (tracklets.static_min_conf)
+    dropped_motion: int = 0  # tracks of detector.motion_assist's blobs alone
     state: str = "connecting"
     error: str | None = None
 
@@ -357,7 +358,7 @@ class Pipeline:
         for cam_id, b in self.builders.items():
             s = self.summary[cam_id]
             for reason, attr in (("short", "dropped_short"), ("pedestrian", "dropped_pedestrians"),
-                                 ("static", "dropped_static")):
+                                 ("static", "dropped_static"), ("motion", "dropped_motion")):
                 new_drops = getattr(b, attr) - getattr(s, attr)
                 if new_drops:
                     self.metrics.tracklets_dropped.labels(camera=cam_id, reason=reason).inc(new_drops)

@@ -98,7 +98,8 @@ class Metrics:
         self.tracklets_dropped = Counter(
             "reidd_tracklets_dropped_total",
             "Tracklets dropped: reason 'short' (fewer than tracklets.min_boxes boxes), 'pedestrian' (a lone person too "
-            "slow for a rider), 'static' (a static low-confidence detection).", ["camera", "reason"],
+            "slow for a rider), 'static' (a static low-confidence detection), 'motion' (motion_assist's blobs alone).",
+            ["camera", "reason"],
             registry=r,
         )
         self.gallery_entries = Gauge("reidd_gallery_entries", "Entries in the in-memory gallery index.", registry=r)
@@ -182,7 +183,7 @@ class Metrics:
         for cam in cameras:
             for metric in (self.frames_read, self.frames_processed, self.frames_dropped, self.source_reconnects):
                 metric.labels(camera=cam)
-            for reason in ("short", "pedestrian", "static"):
+            for reason in ("short", "pedestrian", "static", "motion"):
                 self.tracklets_dropped.labels(camera=cam, reason=reason)
             for gauge in (self.queue_depth, self.active_tracks, self.open_tracklets):
                 gauge.labels(camera=cam).set(0)

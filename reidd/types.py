@@ -16,6 +16,9 @@ import numpy as np
 
 #: COCO class ids of vehicles, and their names (the default detector filter).
 VEHICLE_CLASSES: dict[int, str] = {2: "car", 3: "motorcycle", 5: "bus", 7: "truck"}
+#: The class of a box ``detector.motion_assist`` added (a moving blob the model did not report): the tracklet builder
+#: gives such boxes the class of the model's boxes in the same track, and drops tracks motion alone carried.
+MOTION_ONLY = -1
 
 
 @dataclass(slots=True)

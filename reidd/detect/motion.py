@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from reidd.config import DetectorConfig
-from reidd.types import Detections, Frame
+from reidd.types import MOTION_ONLY, Detections, Frame
 
 
 class MotionDetector:
@@ -90,9 +90,10 @@ class MotionAssisted:
     """A model detector with background subtraction beside it, for fixed cameras (``detector.motion_assist``).
 
     A moving blob that no model box explains (neither covers half of the other) is added as a box of
-    confidence ``detector.motion_assist_conf`` and class 2 (car): below the tracker's start threshold it only
-    continues a track the model started, through the frames where the model lost the vehicle (ByteTrack's
-    second association); at or above it, it can start one."""
+    confidence ``detector.motion_assist_conf`` and class :data:`~reidd.types.MOTION_ONLY`: below the tracker's
+    start threshold it only continues a track the model started, through the frames where the model lost the
+    vehicle (ByteTrack's second association); at or above it, it can start one. A track that no model box ever
+    joins is dropped by the tracklet builder (a shadow, leaves in the wind, the edge of a shaking picture)."""
 
     def __init__(self, model, cfg: DetectorConfig, camera_ids: list[str] | None = None):
         self.model = model
@@ -110,6 +111,6 @@ class MotionAssisted:
             if len(m):
                 d = Detections(np.vstack([d.xyxy, m.xyxy]),
                                np.concatenate([d.conf, np.full(len(m), self.cfg.motion_assist_conf, np.float32)]),
-                               np.concatenate([d.cls, m.cls]))
+                               np.concatenate([d.cls, np.full(len(m), MOTION_ONLY, np.int32)]))
             out.append(d)
         return out

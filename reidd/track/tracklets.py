@@ -21,7 +21,7 @@ import numpy as np
 from reidd.config import TrackletConfig
 from reidd.detect.riders import MOTORCYCLE, PERSON
 from reidd.track.quality import crop_quality
-from reidd.types import BoxRecord, Crop, Detections, Frame, Tracklet
+from reidd.types import MOTION_ONLY, BoxRecord, Crop, Detections, Frame, Tracklet
 
 
 def track_speed(boxes: list[BoxRecord]) -> float:
@@ -55,6 +55,7 @@ class TrackletBuilder:
         self.dropped_short = 0
         self.dropped_pedestrians = 0
         self.dropped_static = 0
+        self.dropped_motion = 0
         self.closed = 0
 
     @property
@@ -123,13 +124,18 @@ class TrackletBuilder:
             self.dropped_short += 1
             return []
         crops = [c for _, _, c in sorted(st.heap, key=lambda it: (-it[0], it[1]))]
-        cls = Counter(b.cls for b in st.boxes).most_common(1)[0][0]
+        votes = Counter(b.cls for b in st.boxes if b.cls != MOTION_ONLY)
+        if not votes:  # only detector.motion_assist's blobs, never a model box: not a vehicle the model saw
+            self.dropped_motion += 1
+            return []
+        cls = votes.most_common(1)[0][0]
         if cls == PERSON:  # lone rider boxes (detector.riders): a vehicle only if it moves like one
             if track_speed(st.boxes) < self.cfg.min_rider_speed:
                 self.dropped_pedestrians += 1
                 return []
-            st.boxes = [dataclasses.replace(b, cls=MOTORCYCLE) if b.cls == PERSON else b for b in st.boxes]
             cls = MOTORCYCLE
+        if cls != PERSON and any(b.cls in (PERSON, MOTION_ONLY) for b in st.boxes):  # one class for the track
+            st.boxes = [dataclasses.replace(b, cls=cls) if b.cls in (PERSON, MOTION_ONLY) else b for b in st.boxes]
         if (self.cfg.static_min_conf > 0 and float(np.mean([b.conf for b in st.boxes])) < self.cfg.static_min_conf
                 and track_speed(st.boxes) < self.cfg.static_speed):
             self.dropped_static += 1  # a static thing the detector half-believes, not a vehicle
