@@ -26,6 +26,14 @@ def tile_layout(width: int, height: int, tiles: int | str, overlap: int, model_w
             for k in range(n)]
 
 
+def cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Share of each box of ``a`` that each box of ``b`` covers: (len(a), len(b)); boxes are x1, y1, x2, y2."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area = np.clip((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-6, None)
+    return ix * iy / area[:, None]
+
+
 def clip_to_frame(dets: Detections, width: int, height: int) -> Detections:
     """Boxes limited to the frame (in place; grown rider boxes and model outputs can reach past it)."""
     if len(dets):

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from reidd.config import DetectorConfig
+from reidd.detect.geometry import cover
 from reidd.types import MOTION_ONLY, Detections, Frame
 
 
@@ -78,14 +79,6 @@ class MotionDetector:
         self._seen.pop(camera_id, None)
 
 
-def _covers(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Share of each box of ``a`` that each box of ``b`` covers: (len(a), len(b))."""
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    area = np.clip((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-6, None)
-    return ix * iy / area[:, None]
-
-
 class MotionAssisted:
     """A model detector with background subtraction beside it, for fixed cameras (``detector.motion_assist``).
 
@@ -106,7 +99,7 @@ class MotionAssisted:
         for f, d in zip(frames, self.model.detect(frames)):
             m = self.motion.detect_one(f)
             if len(m) and len(d):
-                explained = ((_covers(m.xyxy, d.xyxy) >= 0.5) | (_covers(d.xyxy, m.xyxy).T >= 0.5)).any(axis=1)
+                explained = ((cover(m.xyxy, d.xyxy) >= 0.5) | (cover(d.xyxy, m.xyxy).T >= 0.5)).any(axis=1)
                 m = m[~explained]
             if len(m):
                 d = Detections(np.vstack([d.xyxy, m.xyxy]),

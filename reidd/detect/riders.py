@@ -19,23 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from reidd.detect.geometry import clip_to_frame
+from reidd.detect.geometry import clip_to_frame, cover
 from reidd.types import Detections
 
 PERSON = 0
 MOTORCYCLE = 3
 BICYCLE = 1
-
-
-def _cover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Fraction of each box of ``a`` covered by each box of ``b``: (len(a), len(b))."""
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = np.clip((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-6, None)
-    return inter / area[:, None]
 
 
 def grow_lone_riders(dets: Detections, grow: tuple[float, float, float, float]) -> Detections:
@@ -70,7 +59,7 @@ def fuse_riders(dets: Detections, two_wheelers: tuple[int, ...] = (MOTORCYCLE,),
         return grow_lone_riders(dets, grow)
     pi, wi = np.nonzero(is_p)[0], np.nonzero(is_w)[0]
     p, w = dets.xyxy[pi], dets.xyxy[wi]
-    ov = (_cover(p, w) >= min_cover) | (_cover(w, p).T >= min_cover)  # (persons, wheels)
+    ov = (cover(p, w) >= min_cover) | (cover(w, p).T >= min_cover)  # (persons, wheels)
     owner = np.full(len(wi), -1)  # the group (one fused box) each two-wheeler went to
     groups: list[tuple[list[int], list[int]]] = []  # (persons, wheels) per fused box
     for k in np.argsort(-dets.conf[pi], kind="stable"):  # the most confident rider claims first
@@ -79,7 +68,7 @@ def fuse_riders(dets: Detections, two_wheelers: tuple[int, ...] = (MOTORCYCLE,),
         for t in dict.fromkeys(owner[ov[k] & (owner >= 0)].tolist()):  # bikes more confident riders took
             mates = np.vstack([p[groups[t][0]], w[groups[t][1]]])
             union = np.array([[mates[:, 0].min(), mates[:, 1].min(), mates[:, 2].max(), mates[:, 3].max()]])
-            if _cover(p[k : k + 1], union)[0, 0] >= 0.5:  # mostly inside that vehicle: its passenger
+            if cover(p[k : k + 1], union)[0, 0] >= 0.5:  # mostly inside that vehicle: its passenger
                 g = t
                 break
         if g < 0:
