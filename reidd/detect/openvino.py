@@ -73,8 +73,8 @@ class OpenVinoDetector:
         try:
             import openvino as ov
         except ImportError as exc:
-            raise DetectorLoadError("detector.type: 'openvino' needs the openvino package (pip install "
-                                    "'reidd[openvino]')") from exc
+            raise DetectorLoadError("detector.type: 'openvino' needs the openvino package (a dependency of reidd: "
+                                    "reinstall it, or pip install openvino)") from exc
         self.cfg = cfg
         xml = model_xml(cfg.model)
         core = ov.Core()
