@@ -266,16 +266,6 @@ DET_COLUMNS = [("recall", "recall"), ("R c1", "recall_c1"), ("R c2", "recall_c2"
                ("R@.25", "recall25"), ("P@.25", "precision25"), ("ms/fr", "ms_per_frame")]
 
 
-def print_det_table(title: str, rows: list[tuple[str, dict]]) -> None:
-    print(f"\n{title}")
-    head = f"{'detector':<20}" + "".join(f"{h:>8}" for h, _ in DET_COLUMNS)
-    print(head)
-    print("-" * len(head))
-    for name, r in rows:
-        print(f"{name:<20}" + "".join(f"{r[k]:>8.1f}" if k == "ms_per_frame" else f"{r[k]:>8.3f}"
-                                      for _, k in DET_COLUMNS))
-
-
 def clip_counts(cache: Path, detectors: list[str], overrides: list[str], every: int = 5) -> dict:
     """Boxes per frame (confidence >= 0.25, by class) of each detector on the real clips, and one contact sheet
     per clip (a frame with each detector's boxes) in ``cache``/clips/ to look at."""
@@ -434,18 +424,21 @@ def row_of(res: dict, fps: float) -> dict:
     return r
 
 
-def print_table(title: str, rows: list[tuple[str, dict]]) -> None:
+def print_table(title: str, rows: list[tuple[str, dict]], columns: list[tuple[str, str]] | None = None,
+                label: str = "run", width: int = 28) -> None:
+    """Rows of figures under their column headings: counts as integers, rates with 3 decimals, speeds with 1."""
+    columns = columns or COLUMNS
     print(f"\n{title}")
-    head = f"{'run':<28}" + "".join(f"{h:>8}" for h, _ in COLUMNS)
+    head = f"{label:<{width}}" + "".join(f"{h:>8}" for h, _ in columns)
     print(head)
     print("-" * len(head))
     for name, r in rows:
         cells = []
-        for _, k in COLUMNS:
+        for _, k in columns:
             v = r.get(k)
-            cells.append(f"{'-':>8}" if v is None else (f"{v:>8d}" if isinstance(v, int) else f"{v:>8.3f}"
-                                                          if k != "fps" else f"{v:>8.1f}"))
-        print(f"{name:<28}" + "".join(cells))
+            cells.append(f"{'-':>8}" if v is None else f"{v:>8d}" if isinstance(v, int) else
+                         f"{v:>8.1f}" if k in ("fps", "ms_per_frame") else f"{v:>8.3f}")
+        print(f"{name:<{width}}" + "".join(cells))
 
 
 def mean_rows(rows: list[dict]) -> dict:
@@ -514,9 +507,10 @@ def main(argv: list[str] | None = None) -> int:
                 det_table.append((f"{det} s{seed}", per_seed[-1]))
             det_rows[det] = {k: round(sum(r[k] for r in per_seed) / len(per_seed), 4) for k in per_seed[0]}
         if det_table:
-            print_det_table("detectors alone, per seed (IoU 0.5, every 3rd frame; R/P: every box the tracker gets, "
-                            "@.25: confidence >= 0.25)", det_table)
-            print_det_table(f"detectors alone, mean over seeds {' '.join(map(str, args.seeds))}", list(det_rows.items()))
+            print_table("detectors alone, per seed (IoU 0.5, every 3rd frame; R/P: every box the tracker gets, "
+                        "@.25: confidence >= 0.25)", det_table, DET_COLUMNS, "detector", 20)
+            print_table(f"detectors alone, mean over seeds {' '.join(map(str, args.seeds))}", list(det_rows.items()),
+                        DET_COLUMNS, "detector", 20)
     clips = clip_counts(cache, [d for d in detectors if d != "gt"], args.overrides) if args.clips else {}
     if clips:
         print(f"\nboxes per frame on the real clips (all: every box the tracker gets; the rest: confidence >= 0.25, "

@@ -3,7 +3,6 @@ predictor without ultralytics' warm-up."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -12,6 +11,7 @@ from reidd.detect.yolo import YoloDetector
 from reidd.types import Frame
 
 from support import ASSETS
+from support.media import clip_frames
 
 
 MODEL = ASSETS / "models" / "yolo11n_int8_openvino_model"
@@ -19,16 +19,7 @@ CLIP = ASSETS / "video" / "ua-detrac-intersection.mp4"
 
 
 def _clip_frames(n: int, every: int = 1, cameras: int = 1) -> list[Frame]:
-    """Every ``every``-th of the real clip's first ``n`` frames, spread round-robin over ``cameras`` cameras."""
-    cap = cv2.VideoCapture(str(CLIP))
-    frames = []
-    for i in range(n):
-        ok, img = cap.read()
-        assert ok, f"{CLIP}: frame {i} unreadable"
-        if i % every == 0:
-            frames.append(Frame(f"c{len(frames) % cameras}" if cameras > 1 else "c", i, i / 30, img))
-    cap.release()
-    return frames
+    return clip_frames(CLIP, n, every, cameras)
 
 
 @pytest.mark.skipif(not MODEL.is_dir(), reason="needs ../shared/assets (the shipped INT8 detector)")

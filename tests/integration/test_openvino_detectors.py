@@ -4,7 +4,6 @@ together give the boxes of one frame at a time, and the rider fusion makes one t
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -13,6 +12,7 @@ from reidd.detect.base import build_detector
 from reidd.types import Frame
 
 from support import ASSETS
+from support.media import clip_frames
 
 OMZ = ASSETS / "models" / "omz"
 MODELS = ["person-vehicle-bike-detection-crossroad-1016", "person-vehicle-bike-detection-crossroad-0078",
@@ -22,15 +22,7 @@ needs_assets = pytest.mark.skipif(not OMZ.is_dir() or not CLIP.exists(), reason=
 
 
 def _frames(n: int = 60, every: int = 10, cameras: int = 3) -> list[Frame]:
-    cap = cv2.VideoCapture(str(CLIP))
-    out = []
-    for i in range(n):
-        ok, img = cap.read()
-        assert ok, f"{CLIP}: frame {i} unreadable"
-        if i % every == 0:
-            out.append(Frame(f"c{len(out) % cameras}", i, i / 30, img))
-    cap.release()
-    return out
+    return clip_frames(CLIP, n, every, cameras)
 
 
 def _xml(name: str):

@@ -55,6 +55,22 @@ def write_video(path: Path, n: int, fps: float, size: tuple[int, int] = (W, H), 
     return path
 
 
+def clip_frames(path: Path, n: int, every: int = 1, cameras: int = 1, fps: float = 30.0) -> list:
+    """Every ``every``-th of a real clip's first ``n`` frames as reidd Frames, spread round-robin over ``cameras``
+    cameras (ids c0, c1, ...; one camera: "c")."""
+    from reidd.types import Frame
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    for i in range(n):
+        ok, img = cap.read()
+        assert ok, f"{path}: frame {i} unreadable"
+        if i % every == 0:
+            frames.append(Frame(f"c{len(frames) % cameras}" if cameras > 1 else "c", i, i / fps, img))
+    cap.release()
+    return frames
+
+
 def count_frames(path: Path) -> list[np.ndarray]:
     """Every frame of ``path``, decoded independently of the code under test."""
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
