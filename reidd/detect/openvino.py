@@ -86,7 +86,11 @@ class OpenVinoDetector:
         inp = _image_input(model, xml)
         shape = inp.get_partial_shape()
         if shape[2].is_dynamic or shape[3].is_dynamic:
-            model.reshape({inp.get_any_name(): [1, 3, cfg.imgsz, cfg.imgsz]})
+            try:
+                model.reshape({inp.get_any_name(): [1, 3, cfg.imgsz, cfg.imgsz]})
+            except Exception as exc:
+                raise DetectorLoadError(f"detector.model: {xml.name} takes images of any size and cannot be set to "
+                                        f"detector.imgsz {cfg.imgsz}: {one_line(exc)}") from exc
         self.input_size = (model.inputs[0].get_partial_shape()[3].get_length(),
                            model.inputs[0].get_partial_shape()[2].get_length())  # (width, height)
         table = label_table(cfg.labels, xml)

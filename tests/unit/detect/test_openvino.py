@@ -107,3 +107,25 @@ def test_tracker_thresholds_follow_an_openvino_detector_unless_set(tmp_path: Pat
     assert (cfg.tracker.track_high_thresh, cfg.tracker.new_track_thresh) == (0.15, 0.3)
     cfg = load_config(write(tmp_path, "cameras:\n  - {id: c1, url: a.mp4}\n"))  # yolo: the tracker's own defaults
     assert (cfg.tracker.track_high_thresh, cfg.tracker.new_track_thresh) == (0.25, 0.25)
+
+
+def test_a_model_of_any_input_size_runs_at_imgsz_with_its_boxes_in_frame_pixels(tmp_path: Path) -> None:
+    """A user's SSD-layout IR with a dynamic input: reshaped to detector.imgsz, run through OpenVINO for real, its
+    normalised box mapped onto the frame, labels taken from detector.labels."""
+    import openvino as ov
+
+    from reidd.config import DetectorConfig
+    from reidd.detect.base import build_detector
+    from reidd.types import Frame
+
+    x = ov.opset13.parameter([1, 3, -1, -1], ov.Type.f32, name="image")
+    row = ov.opset13.constant(np.array([[[[0, 4, 0.9, 0.1, 0.2, 0.5, 0.6], [-1, 0, 0, 0, 0, 0, 0]]]], np.float32))
+    zero = ov.opset13.multiply(ov.opset13.reduce_mean(x, [1, 2, 3], True),
+                               ov.opset13.constant(np.zeros((1, 1, 2, 7), np.float32)))
+    ov.save_model(ov.Model([ov.opset13.add(row, zero)], [x], "mine"), str(tmp_path / "mine.xml"))
+    det = build_detector(DetectorConfig(type="openvino", model=str(tmp_path / "mine.xml"), labels={4: "truck"},
+                                        imgsz=320), ["c"])
+    assert det.input_size == (320, 320)
+    (d,) = det.detect([Frame("c", 0, 0.0, np.zeros((100, 200, 3), np.uint8))])
+    np.testing.assert_allclose(d.xyxy, [[20, 20, 100, 60]], atol=1.0)  # OpenVINO may compute in bf16/fp16
+    assert d.cls.tolist() == [7] and d.conf.tolist() == [pytest.approx(0.9, abs=0.01)]
