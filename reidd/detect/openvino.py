@@ -98,6 +98,9 @@ class OpenVinoDetector:
             raise DetectorLoadError(f"detector.labels: reidd has no label table for {xml.name}: map its label ids, "
                                     "e.g. {0: vehicle, 1: person, 2: two-wheeler}")
         self.labels = table
+        self._lut = np.full(max(table, default=0) + 1, -1, np.int32)  # model label -> COCO id (-1: not kept)
+        for k, v in table.items():
+            self._lut[k] = v
         ppp = ov.preprocess.PrePostProcessor(model)
         ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
         ppp.input().model().set_layout(ov.Layout("NCHW"))
@@ -164,7 +167,8 @@ class OpenVinoDetector:
             xyxy, conf, lab = decode_ssd(outputs[0], self.cfg.conf, size)
         else:
             xyxy, conf, lab = decode_atss(outputs[0], outputs[1], self.cfg.conf, self.input_size, size)
-        cls = np.array([self.labels.get(int(v), -1) for v in lab], np.int32)
+        known = (lab >= 0) & (lab < len(self._lut))
+        cls = np.where(known, self._lut[np.where(known, lab, 0)], -1).astype(np.int32)
         keep = cls >= 0
         if self._kept is not None:
             keep &= np.isin(cls, self._kept)

@@ -119,9 +119,11 @@ def test_a_model_of_any_input_size_runs_at_imgsz_with_its_boxes_in_frame_pixels(
     from reidd.types import Frame
 
     x = ov.opset13.parameter([1, 3, -1, -1], ov.Type.f32, name="image")
-    row = ov.opset13.constant(np.array([[[[0, 4, 0.9, 0.1, 0.2, 0.5, 0.6], [-1, 0, 0, 0, 0, 0, 0]]]], np.float32))
+    row = ov.opset13.constant(np.array([[[[0, 4, 0.9, 0.1, 0.2, 0.5, 0.6],
+                                          [0, 9, 0.8, 0.6, 0.2, 0.9, 0.6],  # a label the table does not map: dropped
+                                          [-1, 0, 0, 0, 0, 0, 0]]]], np.float32))
     zero = ov.opset13.multiply(ov.opset13.reduce_mean(x, [1, 2, 3], True),
-                               ov.opset13.constant(np.zeros((1, 1, 2, 7), np.float32)))
+                               ov.opset13.constant(np.zeros((1, 1, 3, 7), np.float32)))
     ov.save_model(ov.Model([ov.opset13.add(row, zero)], [x], "mine"), str(tmp_path / "mine.xml"))
     det = build_detector(DetectorConfig(type="openvino", model=str(tmp_path / "mine.xml"), labels={4: "truck"},
                                         imgsz=320), ["c"])
