@@ -29,6 +29,7 @@ from reidd.config import Config
 from reidd.context import RunContext
 from reidd.detect import Detector, build_detector, filter_roi
 from reidd.sources import CameraReader, SourceEnd, SourceState
+from reidd.sources.identity import recording_tag
 from reidd.telemetry import Metrics
 from reidd.track import CameraTracker, TrackletBuilder
 from reidd.types import Frame, Tracklet
@@ -67,6 +68,14 @@ class PipelineResult:
         return [c.camera_id for c in self.cameras.values() if c.error]
 
 
+def _recording_tag(path: str) -> str:
+    """The recording tag of a file camera ("" when the file cannot be read: opening it reports that)."""
+    try:
+        return recording_tag(path)
+    except OSError:
+        return ""
+
+
 class Pipeline:
     """Runs the enabled cameras of a config until every source ends or :meth:`stop` is called."""
 
@@ -99,10 +108,12 @@ class Pipeline:
         self.order = {c.id: i for i, c in enumerate(self.cams)}
         self.readers: dict[str, CameraReader] = {}
         self.trackers = {c.id: CameraTracker(cfg.tracker) for c in self.cams}
-        # live sources: tracklet ids carry this run's tag (its start, base 36), since the tracker counts from 1
-        # again after a restart; files keep plain ids (deterministic, and a restart on them repeats its events)
+        # tracklet ids carry a tag: live sources this run's (its start, base 36), since the tracker counts from 1
+        # again after a restart; files their recording's (reidd.sources.identity: the same file gives the same
+        # ids at every run, so a restart repeats its events, and two recordings of one camera never share ids)
         session = np.base_repr(int(time.time()), 36).lower() if not self.replay else ""
-        self.builders = {c.id: TrackletBuilder(c.id, cfg.tracklets, session if c.is_live else "") for c in self.cams}
+        self.builders = {c.id: TrackletBuilder(c.id, cfg.tracklets, session if c.is_live else _recording_tag(c.url))
+                         for c in self.cams}
         self.summary = {c.id: CameraSummary(c.id) for c in self.cams}
         self.stage_seconds: dict[str, float] = {"detect": 0.0, "track": 0.0, "tracklets": 0.0, "sinks": 0.0}
         self._stop = threading.Event()

@@ -19,6 +19,7 @@ from reidd.match.matcher import Matcher
 from reidd.match.recording import EmbeddingLog
 from reidd.match.stage import CropStore, ReidStage
 from reidd.reid.embedder import Embedder
+from reidd.sources.identity import recording_tag
 from reidd.telemetry import Metrics
 from reidd.types import Event
 
@@ -76,6 +77,16 @@ def events_readiness(health: dict, redis_ok: bool, grace_s: float) -> tuple[bool
     return state != "failing", detail
 
 
+def _recording(cam) -> str:
+    """A file camera's recording tag ("" for streams, or a file that cannot be read: opening it says so)."""
+    if cam.is_live:
+        return ""
+    try:
+        return recording_tag(cam.url)
+    except OSError:
+        return ""
+
+
 class ReidRuntime:
     """Everything re-ID needs for one run. ``stage`` is the pipeline sink; call :meth:`close` at the end."""
 
@@ -104,9 +115,11 @@ class ReidRuntime:
         self.metrics = metrics
         self.embedded: EmbeddedRedis | None = None
         # Stable (deterministic event ids, and a restart repeats its events under the same ids) yet distinct
-        # per camera set, so daemons sharing a Redis still see each other's gallery entries. Live: the host
-        # too (live tracklet ids also carry the run, see Tracklet.session).
-        cams = hashlib.sha1(",".join(c.id for c in cfg.enabled_cameras).encode()).hexdigest()[:8]
+        # per camera set and recording, so daemons sharing a Redis still see each other's gallery entries and
+        # two recordings of the same cameras replayed into one Redis stay apart (files: their recording tag,
+        # reidd.sources.identity, which their tracklet ids carry too). Live: the host too (live tracklet ids
+        # also carry the run, see Tracklet.session).
+        cams = hashlib.sha1(",".join(f"{c.id}={_recording(c)}" for c in cfg.enabled_cameras).encode()).hexdigest()[:8]
         self.context = context
         self.daemon_id = cfg.daemon_id or (f"replay-{cams}" if context.replay else f"{socket.gethostname()}-{cams}")
         gcfg = cfg.gallery.model_copy()
@@ -125,7 +138,10 @@ class ReidRuntime:
         self.redis, self.embedded = connect(gcfg)
         self.redis_url = gcfg.redis_url or (self.embedded.url if self.embedded else "")
         metrics.redis_up.set(1.0)
-        self.gallery = Gallery(self.redis, dim, gcfg, clock=context.clock, daemon_id=self.daemon_id)
+        # a replay's private Redis counts ids from 1 (reproducible); a shared one never repeats an id even
+        # when it loses its data (id epochs start at the clock's microseconds)
+        self.gallery = Gallery(self.redis, dim, gcfg, clock=context.clock, daemon_id=self.daemon_id,
+                               time_ids=fresh_state_dir is None)
         loaded = self.gallery.load()
         if loaded:
             log.info("gallery: %d entries loaded from Redis", loaded)
@@ -159,7 +175,8 @@ class ReidRuntime:
     def ready(self) -> tuple[bool, dict]:
         """Readiness of the re-ID side: ``(ok, detail)``; ``ok`` is False while events are being lost.
 
-        ``detail``: ``redis`` (PING answered), ``spool_depth`` (the spool's own counter, the same number
+        ``detail``: ``redis`` (PING answered), ``gallery`` (:meth:`Gallery.health`: ``degraded`` for a while
+        after Redis lost its data), ``spool_depth`` (the spool's own counter, the same number
         ``reidd_event_spool_depth`` reports) and ``events`` (see :func:`events_readiness`): ``state`` is
         ``ok``; ``degraded`` (still ready: Redis unreachable or rejecting writes while the spool takes the
         events, which are delivered in order later, or the spool not writable while Redis takes them); or
@@ -174,7 +191,8 @@ class ReidRuntime:
             redis_ok = False
         self.metrics.redis_up.set(1.0 if redis_ok else 0.0)
         ok, events = events_readiness(self.stream_sink.health(), redis_ok, self.publish_grace_s)
-        return ok, {"redis": redis_ok, "spool_depth": events["spool_depth"], "events": events}
+        return ok, {"redis": redis_ok, "spool_depth": events["spool_depth"], "events": events,
+                    "gallery": self.gallery.health()}
 
     def finish(self) -> None:
         """Decide everything pending and deliver the events (Redis down: they stay in the spool)."""

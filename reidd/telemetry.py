@@ -141,6 +141,12 @@ class Metrics:
             "other-dimension entries), resyncs (full reloads after falling behind the change stream).",
             ["change"], registry=r,
         )
+        self.gallery_data_loss = Counter(
+            "reidd_gallery_data_loss_total",
+            "Times Redis lost the gallery and the global id counter while this daemon ran (a FLUSHALL, a restart "
+            "without persistence, a failover to an empty replica): ids continue from a new epoch, never repeating, "
+            "and the daemon wrote its live entries back.", registry=r,
+        )
         self.gallery_backlog = Gauge(
             "reidd_gallery_backlog_entries",
             "Decided gallery entries Redis has not taken yet (Redis unreachable); kept locally and still searched.",
@@ -255,6 +261,7 @@ class Metrics:
             stats = dict(gallery.stats)
             for change in GALLERY_CHANGES:
                 self.export_total(self.gallery_changes, source, stats.get(change, 0), change=change)
+            self.export_total(self.gallery_data_loss, source, stats.get("data_loss", 0))
             self.gallery_backlog.set(matcher.unsaved_count)
             self.export_total(self.gallery_backlog_dropped, source, matcher.unsaved_dropped)
             self.matcher_pending.set(matcher.pending_count)

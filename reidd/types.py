@@ -148,7 +148,8 @@ class Tracklet:
     cls: int  # majority class over the boxes
     # Live sources: a tag of this run of the daemon (its start time), because the tracker's local ids start
     # again at 1 after a restart and must not take over the previous run's tracklets (gallery entries, event
-    # ids). Files: empty, so a file gives the same ids at every run (deterministic replay, restart dedupe).
+    # ids). Files: the recording's tag (reidd.sources.identity), so a file gives the same ids at every run
+    # (deterministic replay, restart dedupe) and two recordings of one camera never share ids.
     session: str = ""
 
     @property

@@ -16,7 +16,7 @@ tracklet ids, plus the global id for matches), so the same input always gives th
 redelivered event is recognisable (the Redis sink deduplicates on it). A tracklet event's id does not
 depend on its frames: after a restart on the same files, the tracklet keeps its first event even when
 frames were dropped differently (live pacing), and its decision is repeated, so no event contradicts
-another. Live sources tag their tracklet ids with the run (``Tracklet.session``), so they never collide.
+another. Tracklet ids carry a tag (``Tracklet.session``): live sources the run, files the recording, so they never collide.
 """
 
 from __future__ import annotations

@@ -11,7 +11,24 @@ Redis key layout (``<ns>`` is ``gallery.namespace``; every key carries it):
     one message per change: ``op=add`` (``tid``, ``dmn``) or ``op=gid`` (``tid``, ``gid``, ``dmn``).
     Other daemons tail it with :meth:`Gallery.sync`; a daemon that fell so far behind that the
     messages it had not read were trimmed reloads everything from the hashes instead.
-``<ns>:global_id`` (string) the global id counter, advanced with INCR.
+``<ns>:global_id`` (string) the last global id handed out, advanced with INCR.
+``<ns>:global_id:epoch`` (string) the first id of the current *id epoch*.
+
+Global ids never repeat, even when Redis forgets (a FLUSHALL, a restart without persistence, a
+failover to an empty replica). The counter lives with an epoch key; a missing epoch means the data is
+gone (or this is the first start), and the next caller starts a new epoch whose first id is above
+every id handed out before: the time in microseconds since 1970 (the later of Redis's clock and the
+daemon's), and above the highest id the caller holds (its :attr:`Gallery.high_water`). Every
+allocation takes Redis more than a microsecond, so the counter cannot run ahead of that clock and a
+later epoch always starts above an earlier one's ids (while clocks do not go back); ids stay below
+2**53 (safe as JSON numbers) until the year 2255. A counter found below an id the daemon holds (a
+stale backup restored, a failover to a lagging replica) is raised above it. A private replay Redis
+(``time_ids=False``) starts at 1 instead, so that a replay is reproducible.
+
+A daemon notices the loss at its next sync or allocation (epoch gone or changed, counter raised): it logs
+it once at WARNING, counts it (``stats["data_loss"]``), writes its own live entries back (hashes and
+``add`` messages, so the other daemons can match against them again; they write back theirs) and
+reports itself degraded (:meth:`Gallery.health`) until that is done and ``LOSS_SETTLE_S`` have passed.
 
 Time. An entry lives on the *camera timeline* of its ``last_ts`` (wall epoch seconds for live
 cameras, media time for files): it leaves the in-memory index once ``clock() > last_ts + ttl_s``,
@@ -58,6 +75,42 @@ log = logging.getLogger(__name__)
 _SCAN_BATCH = 1000
 _READ_BATCH = 1000
 _AUDIT_BATCH = 256
+#: after a data loss, readiness stays degraded this long (other daemons notice at their next sync, about
+#: a second, and write their entries back)
+LOSS_SETTLE_S = 10.0
+# KEYS: counter, epoch. ARGV: floor for a new epoch (the caller's clock in microseconds, 0 = none), the
+# highest id the caller holds, '1' to allocate an id (else only make sure an epoch exists), '1' to also
+# floor a new epoch at Redis's own clock. Returns {id or 0, epoch, 1 if an epoch started, 1 if the counter
+# was raised to the caller's highest id}.
+_GLOBAL_ID = """
+local held = tonumber(ARGV[2])
+local epoch = redis.call('GET', KEYS[2])
+local started, raised = 0, 0
+if not epoch then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    epoch = '1'  -- a counter written before epochs existed: it goes on counting
+  else
+    local base = math.max(tonumber(ARGV[1]), held + 1, 1)
+    if ARGV[4] == '1' then
+      local t = redis.call('TIME')
+      base = math.max(base, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    end
+    epoch = string.format('%d', base)
+    redis.call('SET', KEYS[1], string.format('%d', base - 1))
+    started = 1
+  end
+  redis.call('SET', KEYS[2], epoch)
+end
+if tonumber(redis.call('GET', KEYS[1]) or '0') < held then
+  redis.call('SET', KEYS[1], string.format('%d', held))
+  raised = 1
+end
+local id = 0
+if ARGV[3] == '1' then
+  id = redis.call('INCR', KEYS[1])
+end
+return {id, tonumber(epoch), started, raised}
+"""
 _SET_GID_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'gid', ARGV[1])
@@ -91,6 +144,7 @@ class _Meta:
     attributes: dict
     wall_exp: float
     seq: int
+    own: bool = False  # written by this daemon (written back after a data loss)
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:
@@ -116,7 +170,10 @@ class Gallery:
         *,
         clock: Clock | None = None,
         daemon_id: str | None = None,
+        time_ids: bool = True,
     ) -> None:
+        """``time_ids``: a new id epoch starts at the clock's microseconds (ids never repeat after Redis
+        loses its data); False (a replay's private Redis) starts at 1 above the highest id held."""
         if dim < 1:
             raise ValueError(f"Gallery: dim must be >= 1, got {dim}")
         if redis_client.get_connection_kwargs().get("decode_responses"):
@@ -129,6 +186,8 @@ class Gallery:
         self.entry_prefix = f"{ns}:gallery:e:"
         self.stream_key = f"{ns}:gallery:adds"
         self.global_id_key = f"{ns}:global_id"
+        self.epoch_key = f"{ns}:global_id:epoch"
+        self.time_ids = time_ids
         self.stream_maxlen = max(1000, min(cfg.max_entries, 100_000))
         self._clock = clock or Clock(wall=True)
         self._wall = self._clock.wall
@@ -141,11 +200,20 @@ class Gallery:
         self._seq = itertools.count()
         self._audit: list[str] = []
         self._set_gid = self.r.register_script(_SET_GID_IF_EXISTS)
+        self._global_id = self.r.register_script(_GLOBAL_ID)
         #: counters for metrics: added (by this daemon), synced (from others), expired, evicted,
-        #: missing (key gone from Redis), skipped (unreadable or other-dimension entries), resyncs
+        #: missing (key gone from Redis), skipped (unreadable or other-dimension entries), resyncs,
+        #: data_loss (Redis lost the gallery and the id counter), restored (own entries written back)
         self.stats: dict[str, int] = dict.fromkeys(
-            ("added", "synced", "expired", "evicted", "missing", "skipped", "resyncs"), 0
+            ("added", "synced", "expired", "evicted", "missing", "skipped", "resyncs", "data_loss", "restored"), 0
         )
+        #: the first id of the id epoch in use (None until the first call to Redis that reads it)
+        self.epoch: int | None = None
+        #: the highest global id this daemon has handed out or seen in an entry
+        self.high_water = 0
+        self._restore_pending = False
+        self._loss_at: float | None = None  # monotonic time of the last data loss
+        self._loss_what = ""
         self._last_id = self._stream_tip()
 
     # ------------------------------------------------------------------ public API
@@ -197,6 +265,7 @@ class Gallery:
                 for tid in order:
                     self._remember(tid, found[tid][0])
             self._last_id = tip
+        self._ids(allocate=False)  # read (or start) the id epoch, above every id just loaded
         return len(order)
 
     def add(self, entry: GalleryEntry) -> None:
@@ -210,30 +279,6 @@ class Gallery:
             raise ValueError(f"GalleryEntry.attributes of {entry.tracklet_id}: not JSON-serialisable: {exc}") from None
         ttl_ms = max(1, int(round(self.cfg.ttl_s * 1000)))
         wall_exp = time.time() + ttl_ms / 1000
-        key = self.entry_prefix + entry.tracklet_id
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(
-            key,
-            mapping={
-                "emb": emb.astype("<f4").tobytes(),
-                "dim": self.dim,
-                "cam": entry.camera_id,
-                "t0": repr(float(entry.first_ts)),
-                "t1": repr(float(entry.last_ts)),
-                "gid": int(entry.global_id),
-                "attrs": attrs,
-                "dmn": self.daemon_id,
-                "exp": repr(wall_exp),
-            },
-        )
-        pipe.pexpire(key, ttl_ms)
-        pipe.xadd(
-            self.stream_key,
-            {"op": "add", "tid": entry.tracklet_id, "dmn": self.daemon_id},
-            maxlen=self.stream_maxlen,
-            approximate=True,
-        )
-        pipe.execute()
         meta = _Meta(
             entry.camera_id,
             float(entry.first_ts),
@@ -242,20 +287,61 @@ class Gallery:
             dict(entry.attributes),
             wall_exp,
             0,
+            own=True,
         )
+        pipe = self.r.pipeline(transaction=True)
+        self._write(pipe, entry.tracklet_id, meta, emb, attrs, ttl_ms)
+        pipe.execute()
         with self._lock:
+            self.high_water = max(self.high_water, meta.global_id)
             if self._put(entry.tracklet_id, meta, emb):
                 self.stats["added"] += 1
+
+    def _write(self, pipe, tid: str, meta: _Meta, emb: np.ndarray, attrs: str, ttl_ms: int) -> None:
+        """Queue the commands that store one entry: its hash, its TTL and the ``add`` message."""
+        key = self.entry_prefix + tid
+        pipe.hset(
+            key,
+            mapping={
+                "emb": emb.astype("<f4").tobytes(),
+                "dim": self.dim,
+                "cam": meta.camera_id,
+                "t0": repr(meta.first_ts),
+                "t1": repr(meta.last_ts),
+                "gid": meta.global_id,
+                "attrs": attrs,
+                "dmn": self.daemon_id,
+                "exp": repr(meta.wall_exp),
+            },
+        )
+        pipe.pexpire(key, ttl_ms)
+        pipe.xadd(
+            self.stream_key,
+            {"op": "add", "tid": tid, "dmn": self.daemon_id},
+            maxlen=self.stream_maxlen,
+            approximate=True,
+        )
 
     def sync(self) -> int:
         """Pick up other daemons' changes and drop expired entries; returns how many entries changed."""
         changes = 0
+        if self._restore_pending:
+            changes += self._restore_own()
         while True:
             pipe = self.r.pipeline(transaction=True)  # one atomic view of the stream
+            pipe.get(self.epoch_key)
             pipe.xrange(self.stream_key, "-", "+", count=1)
             pipe.xlen(self.stream_key)
             pipe.xread({self.stream_key: self._last_id}, count=_READ_BATCH)
-            first, length, read = pipe.execute()
+            epoch, first, length, read = pipe.execute()
+            if self.epoch is not None and (epoch is None or int(epoch) != self.epoch):
+                # Redis forgot (or another daemon noticed first and began a new epoch): the stream we
+                # were reading is gone too, so read the new one from its start
+                gone = "gone" if epoch is None else f"replaced by {int(epoch)}"
+                self._ids(allocate=False, noticed=f"the id epoch {self.epoch} is {gone}")
+                changes += self._restore_own()
+                self._last_id = "0-0"
+                continue
             # Messages after the last one read were trimmed away: the last one read is gone (trimming
             # removes the oldest first), or, before anything was read, the stream has been trimmed.
             if (
@@ -337,6 +423,7 @@ class Gallery:
         )
         in_redis = bool(pipe.execute()[0])
         with self._lock:
+            self.high_water = max(self.high_water, gid)
             meta = self._meta.get(tracklet_id)
             if meta is not None:
                 meta.global_id = gid
@@ -344,8 +431,84 @@ class Gallery:
             raise KeyError(f"gallery: unknown tracklet {tracklet_id!r}")
 
     def allocate_global_id(self) -> int:
-        """A new global id, unique across every daemon sharing this Redis (atomic INCR)."""
-        return int(self.r.incr(self.global_id_key))
+        """A new global id, unique across every daemon sharing this Redis and never handed out before, even
+        when Redis lost its data (see the module docstring: id epochs)."""
+        return self._ids(allocate=True)
+
+    def health(self) -> dict:
+        """``state`` ``ok``, or ``degraded`` (with a ``reason``) after Redis lost the gallery: until this
+        daemon's entries are written back and ``LOSS_SETTLE_S`` have passed. Also ``data_losses`` (since
+        start) and ``epoch`` (the first id of the current id epoch)."""
+        out: dict = {"state": "ok", "data_losses": self.stats["data_loss"], "epoch": self.epoch}
+        if self._loss_at is not None:
+            ago = time.monotonic() - self._loss_at
+            if self._restore_pending or ago < LOSS_SETTLE_S:
+                out["state"] = "degraded"
+                what = "writing this daemon's entries back" if self._restore_pending else (
+                    "entries written back; other daemons are writing theirs")
+                out["reason"] = f"Redis lost the gallery {ago:.0f} s ago ({self._loss_what}): {what}"
+        return out
+
+    def _ids(self, *, allocate: bool, noticed: str = "") -> int:
+        """Run the id script (allocate one id, or only make sure an epoch exists) and act on what it found:
+        a new epoch after one was known, or a counter below an id held, is a data loss."""
+        floor = int(time.time() * 1_000_000) if self.time_ids else 0
+        with self._lock:
+            held = self.high_water
+        gid, epoch, started, raised = (int(v) for v in self._global_id(
+            keys=[self.global_id_key, self.epoch_key],
+            args=[floor, held, "1" if allocate else "0", "1" if self.time_ids else "0"]))
+        known, self.epoch = self.epoch, epoch
+        what = noticed
+        if raised:
+            what = what or f"the id counter was below id {held}, which this daemon holds"
+        elif known is not None and epoch != known:
+            what = what or f"the id epoch {known} is gone"
+        if what:
+            self._data_lost(what, epoch, started)
+        elif started:
+            log.info("global ids: id epoch %d begins (no epoch in Redis: a first start, or Redis lost its data "
+                     "before this daemon started); ids continue above every id handed out before", epoch)
+        if allocate:
+            with self._lock:
+                self.high_water = max(self.high_water, gid)
+        return gid
+
+    def _data_lost(self, what: str, epoch: int, started: int) -> None:
+        with self._lock:
+            own = sum(1 for m in self._meta.values() if m.own)
+            self.stats["data_loss"] += 1
+            self._restore_pending = True
+            self._loss_at = time.monotonic()
+            self._loss_what = what
+        log.warning(
+            "Redis lost reidd's data (%s; a FLUSHALL, a restart without persistence or a failover to an empty "
+            "replica): global ids continue from epoch %d%s, above every id handed out before, so no id names two "
+            "vehicles; writing this daemon's %d live gallery entries back; readiness is degraded until done",
+            what, epoch, " (begun by this daemon)" if started else "", own)
+
+    def _restore_own(self) -> int:
+        """Write this daemon's live entries back to Redis after a data loss; returns how many."""
+        with self._lock:
+            own = [(tid, m) for tid, m in self._meta.items() if m.own]
+            vectors = self._index.vectors([t for t, _ in own]) if own else None
+        now = time.time()
+        written = 0
+        for start in range(0, len(own), _READ_BATCH):
+            pipe = self.r.pipeline(transaction=False)
+            for i in range(start, min(start + _READ_BATCH, len(own))):
+                tid, meta = own[i]
+                ttl_ms = int((meta.wall_exp - now) * 1000)
+                if ttl_ms <= 0:
+                    continue  # its Redis TTL would have run out anyway
+                self._write(pipe, tid, meta, vectors[i], json.dumps(meta.attributes, sort_keys=True), ttl_ms)
+                written += 1
+            pipe.execute()
+        with self._lock:
+            self._restore_pending = False
+            self.stats["restored"] += written
+        log.warning("gallery: %d live entries of this daemon written back to Redis after the data loss", written)
+        return written
 
     def close(self) -> None:
         """Free the in-memory index. The Redis client belongs to the caller and stays open."""
@@ -407,6 +570,7 @@ class Gallery:
                 json.loads(raw.get(b"attrs", b"{}")),
                 float(raw.get(b"exp", b"inf")),
                 0,
+                own=_text(raw.get(b"dmn")) == self.daemon_id,
             )
         except (KeyError, ValueError, TypeError) as exc:
             self.stats["skipped"] += 1
@@ -420,6 +584,7 @@ class Gallery:
 
     def _remember(self, tid: str, meta: _Meta) -> None:
         meta.seq = next(self._seq)
+        self.high_water = max(self.high_water, meta.global_id)
         old = self._meta.get(tid)
         if old is not None:
             self._per_camera[old.camera_id] -= 1
@@ -507,6 +672,7 @@ class Gallery:
                     changed += 1
             for tid, gid in gids:
                 meta = self._meta.get(tid)
+                self.high_water = max(self.high_water, gid)
                 if meta is not None and meta.global_id != gid:
                     meta.global_id = gid
                     changed += 1

@@ -220,7 +220,9 @@ def test_allocate_global_id_is_unique_across_clients(server: EmbeddedRedis) -> N
         t.join()
     every = got[0] + got[1]
     assert len(every) == 1000 and len(set(every)) == 1000
-    assert sorted(every) == list(range(1, 1001))
+    # one counter: the ids are consecutive from the first id of the epoch (a time in microseconds)
+    first = int(redis.Redis.from_url(server.url).get(f"{cfg.namespace}:global_id:epoch"))
+    assert sorted(every) == list(range(first, first + 1000)) and first > 1_700_000_000 * 10**6
 
 
 def test_max_entries_bound_evicts_oldest(client: redis.Redis) -> None:
