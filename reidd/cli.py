@@ -61,9 +61,38 @@ def _bad_outputs(args: argparse.Namespace, dirs: tuple[str, ...] = (), files: tu
     return bad
 
 
+def _check_detection_files(cfg) -> bool:
+    """``detector.type: file``: every line of each enabled camera's file checked as the detector will (one line per
+    bad file naming file:line on stderr, progress of big files and a warning for a file with no box there too);
+    True when all pass."""
+    if cfg.detector.type != "file" or not cfg.detector.detections_dir:
+        return True
+    from reidd.config import printable
+    from reidd.detect.base import DetectorLoadError
+    from reidd.detect.file import check_detection_file
+
+    def say(msg: str) -> None:
+        print(printable(msg), file=sys.stderr, flush=True)
+
+    ok = True
+    for cam in cfg.enabled_cameras:
+        path = Path(cfg.detector.detections_dir) / f"{cam.id}.txt"
+        try:
+            index = check_detection_file(path, say)
+        except DetectorLoadError as exc:
+            say(str(exc))
+            ok = False
+            continue
+        if index.boxes == 0:
+            say(f"warning: detections {path}: no boxes in the file (camera '{cam.id}' gets no detections)")
+    return ok
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
+        return 2
+    if not _check_detection_files(cfg):
         return 2
     cams = ", ".join(f"{c.id} ({c.kind}{'' if c.enabled else ', disabled'})" for c in cfg.cameras)
     print(f"{args.config}: OK — {len(cfg.cameras)} camera(s): {cams}; detector {cfg.detector.type} "

@@ -2,16 +2,26 @@
 
 * tracks (what ``reidd replay`` writes per camera, :class:`MotWriter`): ``frame,id,x,y,w,h,conf,-1,-1,-1``
   with the camera-local track id, sorted by (frame, id);
-* detections (what ``detector.type: file`` reads, :func:`read_mot_detections`): the same columns with the
-  id ignored and an optional 8th column that is a COCO class id when it is a non-negative integer
-  (absent or negative, MOT's ``-1`` world coordinates: unknown, reported as 2, car). Commas or spaces
-  separate the fields; empty lines and lines starting with ``#`` are skipped; a malformed line is an
-  error naming the file and line.
+* detections (what ``detector.type: file`` reads, :class:`MotDetectionIndex`, or :func:`read_mot_detections` for
+  a small file at once): the same columns with the id ignored and an optional 8th column that is a COCO class id
+  when it is a non-negative integer (absent or negative, MOT's ``-1`` world coordinates: unknown, reported as 2,
+  car). Commas or spaces separate the fields; empty lines and lines starting with ``#`` are skipped; a malformed
+  line is an error naming the file and line.
+
+Limits of a detection file (each refused with ``file:line`` and the field): at most 256 MiB and lines of at most
+4096 bytes; every number finite; ``frame`` a whole number 1..100 000 000; ``x``, ``y`` within ±1 000 000 px;
+``w``, ``h`` > 0 and at most 1 000 000 px; a class id a whole number 0..65 535 (negative: unknown). ``conf`` may be
+any finite number and is clamped into 0..1. The file need not be sorted by frame (ground truth sorted by track id
+is fine); a sorted one is indexed in one key per frame.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import time
+from array import array
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,55 +82,180 @@ class MotWriter:
         return out
 
 
-def read_mot_detections(path: Path) -> tuple[dict[int, Detections], bool]:
-    """``{frame (1-based): Detections}`` and whether any line gave a class. Raises DetectorLoadError."""
+# --- detections ---------------------------------------------------------------------------------------------------
+
+#: Limits of a detection line (anything beyond is refused with the file and line): frames are 1-based and at most
+#: MAX_FRAME (about 38 days at 30 fps); ``x``, ``y`` within ±MAX_COORD pixels and ``w``, ``h`` in (0, MAX_COORD] (no
+#: camera has a million pixels on a side, and float32 boxes stay exact to a fraction of a pixel there); a class id is
+#: a whole number 0..MAX_CLASS (negative: unknown); every number finite; a line at most MAX_LINE_BYTES long.
+MAX_FRAME = 100_000_000
+MAX_COORD = 1_000_000.0
+MAX_CLASS = 65_535
+MAX_LINE_BYTES = 4096
+#: Seconds between progress messages while a big file is checked.
+PROGRESS_EVERY_S = 3.0
+assert MAX_FILE_BYTES < 1 << 32  # byte offsets fit the low half of an index key
+
+#: One parsed line: frame (1-based), x1, y1, x2, y2, conf (clamped to 0..1), class (UNKNOWN_CLASS when absent), and
+#: whether the line gave a class.
+Row = tuple[int, float, float, float, float, float, int, bool]
+
+
+class MotLineError(ValueError):
+    """A malformed line (the message, without the file and line)."""
+
+
+def parse_line(raw: bytes) -> Row | None:
+    """One line of a detection file; None for an empty or ``#`` line. Raises :class:`MotLineError`."""
+    try:
+        s = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise MotLineError("not a text file (invalid UTF-8)") from None
+    if not s or s[0] == "#":
+        return None
+    p = s.replace(",", " ").split()
+    if len(p) < 7:
+        raise MotLineError(f"expected frame,id,x,y,w,h,conf[,class] (7 or more fields), got {len(p)}")
+    try:
+        fr = float(p[0])
+        x, y, w, h, conf = float(p[2]), float(p[3]), float(p[4]), float(p[5]), float(p[6])
+    except ValueError:
+        raise MotLineError(f"fields 1 and 3-7 must be numbers: {s[:80]!r}") from None
+    if not (1 <= fr <= MAX_FRAME and fr.is_integer()):
+        raise MotLineError(f"frame must be a whole number >= 1 and <= {MAX_FRAME}, got {p[0][:40]!r}")
+    if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(w) and math.isfinite(h) and math.isfinite(conf)):
+        raise MotLineError(f"box and confidence must be finite numbers: {s[:80]!r}")
+    if not (-MAX_COORD <= x <= MAX_COORD and -MAX_COORD <= y <= MAX_COORD):
+        raise MotLineError(f"x and y must be within ±{MAX_COORD:.0f} px, got {x:g}, {y:g}")
+    if w <= 0 or h <= 0:
+        raise MotLineError(f"width and height must be > 0, got {w:g} x {h:g}")
+    if w > MAX_COORD or h > MAX_COORD:
+        raise MotLineError(f"width and height must be <= {MAX_COORD:.0f} px, got {w:g} x {h:g}")
+    cls, has_class = UNKNOWN_CLASS, False
+    if len(p) >= 8:
+        try:
+            c = float(p[7])
+        except ValueError:
+            raise MotLineError(f"class (field 8) must be a number, got {p[7][:40]!r}") from None
+        if not math.isfinite(c):
+            raise MotLineError(f"class (field 8) must be a finite number, got {p[7][:40]!r}")
+        if c >= 0:
+            if not (c.is_integer() and c <= MAX_CLASS):
+                raise MotLineError(f"class (field 8) must be a whole number 0..{MAX_CLASS} (negative: unknown), "
+                           f"got {p[7][:40]!r}")
+            cls, has_class = int(c), True
+    conf = min(1.0, max(0.0, conf))  # MOT files use -1 or raw scores: clamp into the tracker's range
+    return int(fr), x, y, x + w, y + h, conf, cls, has_class
+
+
+def _open(path: Path):
     if not path.is_file():
         raise DetectorLoadError(f"detector.detections_dir: detection file not found: {path}")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise DetectorLoadError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MiB (split the recording)")
-    rows: dict[int, list[tuple[float, float, float, float, float, int]]] = {}
-    has_class = False
     try:
-        fh = path.open(encoding="utf-8")
+        return path.open("rb")
     except OSError as exc:
         raise DetectorLoadError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with fh:
+
+
+def _lines(path: Path, fh, progress: Callable[[str], None] | None = None) -> Iterator[tuple[int, int, Row]]:
+    """``(line number, byte offset, row)`` of every box line of an open file, each line checked; errors name the
+    file and line. ``progress`` gets a message every few seconds (and one at the end when it took that long)."""
+    total = os.fstat(fh.fileno()).st_size
+    t0 = last = time.monotonic()
+    pos = 0
+    n = 0
+    readline = fh.readline
+    while True:
+        raw = readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            break
+        n += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise DetectorLoadError(f"{path}:{n}: line longer than {MAX_LINE_BYTES} bytes")
         try:
-            for n, line in enumerate(fh, 1):
-                s = line.strip()
-                if not s or s.startswith("#"):
-                    continue
-                p = s.replace(",", " ").split()
-                if len(p) < 7:
-                    raise DetectorLoadError(
-                        f"{path}:{n}: expected frame,id,x,y,w,h,conf[,class] (7 or more fields), got {len(p)}")
+            row = parse_line(raw)
+        except MotLineError as exc:
+            raise DetectorLoadError(f"{path}:{n}: {exc}") from None
+        if row is not None:
+            yield n, pos, row
+        pos += len(raw)
+        if progress is not None and not n & 0xFFFF and (now := time.monotonic()) - last >= PROGRESS_EVERY_S:
+            last = now
+            progress(f"detections {path.name}: {pos / 1e6:.0f} MB of {total / 1e6:.0f} MB checked")
+    if progress is not None and last != t0:
+        progress(f"detections {path.name}: {pos / 1e6:.0f} MB checked in {time.monotonic() - t0:.1f} s")
+
+
+def read_mot_detections(path: Path) -> tuple[dict[int, Detections], bool]:
+    """``{frame (1-based): Detections}`` and whether any line gave a class, the whole file in memory (small files;
+    :class:`MotDetectionIndex` serves big ones frame by frame). Raises DetectorLoadError naming the file and line."""
+    rows: dict[int, list[tuple[float, float, float, float, float, int]]] = {}
+    has_class = False
+    with _open(path) as fh:
+        for _, _, (fr, x1, y1, x2, y2, conf, cls, hc) in _lines(path, fh):
+            rows.setdefault(fr, []).append((x1, y1, x2, y2, conf, cls))
+            has_class |= hc
+    return {f: _detections(r) for f, r in rows.items()}, has_class
+
+
+def _detections(rows: list[tuple[float, float, float, float, float, int]]) -> Detections:
+    a = np.asarray(rows, np.float64).reshape(-1, 6)
+    return Detections(a[:, :4], a[:, 4], a[:, 5].astype(np.int32))
+
+
+class MotDetectionIndex:
+    """A detection file checked line by line and indexed, served frame by frame without holding its boxes.
+
+    Building reads the file once, checks every line (errors name the file and line) and keeps one 8-byte key per
+    *run* (consecutive box lines of one frame): ``frame << 32 | byte offset of the run``, sorted. A file sorted by
+    frame (what detectors write) has one run per frame; an unsorted one (ground truth sorted by track id) at most
+    one per line, still served in frame order. :meth:`read` seeks to each run of a frame and parses its lines.
+    """
+
+    def __init__(self, path: Path, progress: Callable[[str], None] | None = None):
+        self.path = Path(path)
+        keys = array("Q")
+        self.boxes = 0
+        self.has_class = False
+        prev = 0
+        with _open(self.path) as fh:
+            for _, pos, row in _lines(self.path, fh, progress):
+                self.boxes += 1
+                if row[7]:
+                    self.has_class = True
+                if row[0] != prev:
+                    prev = row[0]
+                    keys.append(prev << 32 | pos)
+        idx = np.frombuffer(keys, np.uint64) if keys else np.zeros(0, np.uint64)
+        if len(idx) > 1 and not bool((idx[1:] > idx[:-1]).all()):
+            idx.sort()  # in place: frames in order, each frame's runs in file order
+        self._keys = idx
+        self.runs = len(idx)
+
+    def open(self):
+        """A binary handle for :meth:`read` (the caller closes it)."""
+        return _open(self.path)
+
+    def read(self, fh, frame: int) -> Detections:
+        """The boxes of ``frame`` (1-based), in file order, read through ``fh`` (from :meth:`open`)."""
+        if not 1 <= frame <= MAX_FRAME or not len(self._keys):
+            return Detections.empty()
+        lo, hi = np.searchsorted(self._keys, [np.uint64(frame << 32), np.uint64((frame + 1) << 32)])
+        if lo == hi:
+            return Detections.empty()
+        rows = []
+        for key in self._keys[lo:hi].tolist():
+            fh.seek(key & 0xFFFFFFFF)
+            while raw := fh.readline(MAX_LINE_BYTES + 1):
                 try:
-                    frame_f = float(p[0])
-                    x, y, w, h, conf = (float(v) for v in p[2:7])
-                except ValueError:
-                    raise DetectorLoadError(f"{path}:{n}: fields 1 and 3-7 must be numbers: {s[:80]!r}") from None
-                if not frame_f.is_integer() or frame_f < 1:
-                    raise DetectorLoadError(f"{path}:{n}: frame must be a whole number >= 1, got {p[0]!r}")
-                if not all(math.isfinite(v) for v in (x, y, w, h, conf)):
-                    raise DetectorLoadError(f"{path}:{n}: box and confidence must be finite numbers")
-                if w <= 0 or h <= 0:
-                    raise DetectorLoadError(f"{path}:{n}: width and height must be > 0, got {w:g} x {h:g}")
-                cls = UNKNOWN_CLASS
-                if len(p) >= 8:
-                    try:
-                        c = float(p[7])
-                    except ValueError:
-                        raise DetectorLoadError(f"{path}:{n}: class (field 8) must be a number, got {p[7]!r}") from None
-                    if c >= 0:
-                        if not c.is_integer():
-                            raise DetectorLoadError(f"{path}:{n}: class (field 8) must be a whole number, got {p[7]!r}")
-                        cls, has_class = int(c), True
-                conf = min(1.0, max(0.0, conf))  # MOT files use -1 or raw scores: clamp into the tracker's range
-                rows.setdefault(int(frame_f), []).append((x, y, x + w, y + h, conf, cls))
-        except UnicodeDecodeError:
-            raise DetectorLoadError(f"{path}: not a text file") from None
-    out = {}
-    for f, r in rows.items():
-        a = np.asarray(r, np.float64)
-        out[f] = Detections(a[:, :4], a[:, 4], a[:, 5].astype(np.int32))
-    return out, has_class
+                    row = parse_line(raw)
+                except MotLineError:
+                    raise DetectorLoadError(f"{self.path}: changed since it was checked (frame {frame})") from None
+                if row is None:
+                    continue
+                if row[0] != frame:
+                    break
+                rows.append(row[1:7])
+        return _detections(rows)
