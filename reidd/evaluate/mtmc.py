@@ -139,6 +139,9 @@ def evaluate_mtmc(
     for cam in cams:
         offsets[cam] = start
         start += int(last_frame[cam]) + 1
+    if start > 2**63 - 1:
+        raise MTMCFormatError(f"{gt_path}, {pred_path}: frame_id values too large to put all {len(cams)} cameras "
+                              "on one timeline (their last frames must add up to less than 2**63)")
     g_frames, p_frames = _by_frame(gt), _by_frame(pred)
     keys = sorted(set(g_frames) | set(p_frames), key=lambda k: (offsets[k[0]] + k[1]))
     empty = (np.zeros(0, np.int64), np.zeros((0, 4)))
@@ -210,16 +213,26 @@ def format_table(res: dict[str, Any]) -> str:
 
 def run_eval_mtmc(args: argparse.Namespace) -> int:
     """The ``eval-mtmc`` command."""
+    from reidd.config import check_output_file, printable
+
+    why = check_output_file(str(Path(args.json).absolute())) if args.json else None
+    if why:
+        print(f"error: --json: {printable(why)}", file=sys.stderr)
+        return 2
     try:
         res = evaluate_mtmc(args.gt, args.pred, iou=args.iou, progress=True)
     except (FileNotFoundError, MTMCFormatError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return 2
     print(format_table(res))
     if args.json:
         out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"error: --json: cannot write {printable(str(out))}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"wrote {out}")
     return 0
 

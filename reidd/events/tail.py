@@ -20,6 +20,44 @@ from reidd.config import redact_url
 DEFAULT_STREAM = "reidd:events"
 
 
+def visible(text: str) -> str:
+    """``text`` safe for a terminal: every character Python does not count as printable (C0 and C1 controls
+    such as ESC, DEL, line breaks, bidi overrides like U+202E, other format characters, lone surrogates) is
+    written as its escape (``\\x1b``, ``\\u202e``), so whoever can write to the stream cannot drive the
+    operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else
+                                              f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+                   for c in text)
+
+
+def _json_escape(c: str) -> str:
+    n = ord(c)
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def safe_json(data: str) -> str | None:
+    """``data`` as one line of valid JSON with no character a terminal acts on (None: not JSON).
+    Clean input is returned unchanged (the daemon's canonical bytes); otherwise it is written again
+    compactly, with those characters as JSON escapes (the same values)."""
+    try:
+        obj = json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
+    if data.isprintable():
+        return data
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))  # non-printables now only inside strings
+    return "".join(c if c.isprintable() else _json_escape(c) for c in text)
+
+
 def _text(v: Any) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
@@ -150,13 +188,20 @@ def _resolve(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def _show(entry_id: str, data: str, raw: bool) -> None:
+    """Print one entry; nothing from the stream reaches the terminal unescaped (see :func:`visible`)."""
     if raw:
-        print(data, flush=True)
+        line = safe_json(data)
+        if line is None:  # stdout stays one JSON value per line
+            print(f"(unreadable entry {visible(entry_id)}: not JSON: {visible(repr(data[:200]))})",
+                  file=sys.stderr, flush=True)
+        else:
+            print(line, flush=True)
         return
     try:
-        print(format_event(json.loads(data)), flush=True)
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        print(f"(unreadable entry {entry_id}: {data[:200]!r})", flush=True)
+        line = format_event(json.loads(data))
+    except (AttributeError, TypeError, ValueError, RecursionError):
+        line = f"(unreadable entry {entry_id}: {data[:200]!r})"
+    print(visible(line), flush=True)
 
 
 def run_tail(args: argparse.Namespace) -> int:
@@ -196,7 +241,7 @@ def run_tail(args: argparse.Namespace) -> int:
             if args.count is not None and shown >= args.count:
                 break
     except redis.RedisError as exc:
-        print(f"error: Redis at {redact_url(url)}: {exc}", file=sys.stderr)
+        print(f"error: Redis at {visible(redact_url(url))}: {visible(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

@@ -42,23 +42,44 @@ def camera_key(token: str) -> str:
     return f"c{int(m.group(1)):03d}" if m else token
 
 
-def _as_int(token: str, what: str, where: str) -> int:
-    try:
-        v = float(token)
-    except ValueError:
-        raise MTMCFormatError(f"{where}: {what} must be an integer, got {token!r}") from None
-    if not math.isfinite(v) or v != int(v):
-        raise MTMCFormatError(f"{where}: {what} must be an integer, got {token!r}")
-    return int(v)
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+#: obj_id and frame_id stay exact as floats (motmetrics holds ids as floats: 2**53 and 2**53 + 1 would be one
+#: vehicle) and frames leave room to put every camera on one timeline (the evaluator)
+MAX_ID = 2**53 - 1
+MAX_LINE = 1 << 20  # bytes in one line
+
+
+def _show(token: str) -> str:
+    return repr(token if len(token) <= 40 else token[:37] + "...")
+
+
+def _as_int(token: str, what: str, where: str, lo: int = -MAX_ID, hi: int = MAX_ID) -> int:
+    """An integer in [lo, hi]: digits are read exactly (no float rounding), ``3.0`` and ``1e3`` accepted."""
+    if _INT_RE.fullmatch(token):
+        try:
+            v = int(token)
+        except ValueError:  # more digits than Python converts: far out of range anyway
+            raise MTMCFormatError(f"{where}: {what} must be in [{lo}, {hi}], got {_show(token)}") from None
+    else:
+        try:
+            f = float(token)
+        except ValueError:
+            raise MTMCFormatError(f"{where}: {what} must be an integer, got {_show(token)}") from None
+        if not math.isfinite(f) or f != int(f):
+            raise MTMCFormatError(f"{where}: {what} must be an integer, got {_show(token)}")
+        v = int(f)
+    if not lo <= v <= hi:
+        raise MTMCFormatError(f"{where}: {what} must be in [{lo}, {hi}], got {_show(token)}")
+    return v
 
 
 def _as_float(token: str, what: str, where: str) -> float:
     try:
         v = float(token)
     except ValueError:
-        raise MTMCFormatError(f"{where}: {what} must be a number, got {token!r}") from None
+        raise MTMCFormatError(f"{where}: {what} must be a number, got {_show(token)}") from None
     if not math.isfinite(v):
-        raise MTMCFormatError(f"{where}: {what} must be finite, got {token!r}")
+        raise MTMCFormatError(f"{where}: {what} must be finite, got {_show(token)}")
     return v
 
 
@@ -75,12 +96,23 @@ def read_mtmc(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"MTMC file not found: {p}")
     cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
     seen: dict[tuple[str, int, int], int] = {}
-    with open(p, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    try:
+        fh = open(p, "rb")
+    except OSError as exc:
+        raise MTMCFormatError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    with fh:
+        for lineno, data in enumerate(iter(lambda: fh.readline(MAX_LINE + 1), b""), start=1):
+            where = f"{p}:{lineno}"
+            if len(data) > MAX_LINE:
+                raise MTMCFormatError(f"{where}: line longer than {MAX_LINE >> 20} MiB")
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MTMCFormatError(
+                    f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {exc.start + 1})") from None
             text = raw.split("#", 1)[0].strip()
             if not text:
                 continue
-            where = f"{p}:{lineno}"
             parts = _SPLIT_RE.split(text)
             if len(parts) < 7:
                 raise MTMCFormatError(
@@ -89,9 +121,7 @@ def read_mtmc(path: str | Path) -> pd.DataFrame:
                 )
             cam = camera_key(parts[0])
             obj = _as_int(parts[1], "obj_id", where)
-            frame = _as_int(parts[2], "frame_id", where)
-            if frame < 0:
-                raise MTMCFormatError(f"{where}: frame_id must be >= 0, got {frame}")
+            frame = _as_int(parts[2], "frame_id", where, 0)
             x, y, w, h = (_as_float(t, n, where) for t, n in zip(parts[3:7], ("xmin", "ymin", "width", "height")))
             if w <= 0 or h <= 0:
                 raise MTMCFormatError(f"{where}: width and height must be > 0, got {w} x {h}")

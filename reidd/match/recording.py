@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from reidd.config import printable
+from reidd.reid.colour import SIGNATURE_LEN
 from reidd.types import BoxRecord, Tracklet, TrackletEmbedding
+
+log = logging.getLogger("reidd.rematch")
 
 VERSION = 1
 
@@ -34,15 +41,6 @@ def _tracklet_record(t: Tracklet) -> dict:
     return {"cam": t.camera_id, "lid": t.local_id, "seg": t.segment, "reason": t.reason, "cls": t.cls,
             "boxes": [[b.frame, b.ts, *b.xyxy, b.conf, b.cls] for b in t.boxes],
             **({"ses": t.session} if t.session else {})}
-
-
-def _tracklet(d: dict) -> Tracklet:
-    boxes = [BoxRecord(int(b[0]), float(b[1]), (float(b[2]), float(b[3]), float(b[4]), float(b[5])), float(b[6]),
-                       int(b[7])) for b in d["boxes"]]
-    if not boxes:
-        raise ValueError("a tracklet without boxes")
-    return Tracklet(str(d["cam"]), int(d["lid"]), int(d["seg"]), boxes, [], str(d["reason"]), int(d["cls"]),
-                    str(d.get("ses", "")))
 
 
 class EmbeddingLog:
@@ -77,59 +75,218 @@ class EmbeddingLog:
         self._fh.close()
 
 
-def read_embedding_log(path: str | Path) -> Iterator[tuple[str, object]]:
-    """Yields ``("dim", D)`` first, then ``("query", TrackletEmbedding)``, ``("no_crops", Tracklet)`` and
-    ``("tick", ts)`` in recorded order. Raises :class:`RecordingError` naming the file and line."""
-    p = Path(path)
+# ---------------------------------------------------------------------------------------------- reading
+# A log is read twice by ``rematch`` (checked whole, then replayed), never held in memory. Every value is
+# checked against what a replay can write, so nothing downstream (gallery, events, MTMC file) meets a
+# value it cannot take; the bounds are far beyond any real recording.
+MAX_DIM = 65536
+#: smallest accepted embedding norm (computed in float64 from the float32 values): a smaller vector (zero,
+#: denormal) has no direction left to compare; reidd writes unit vectors
+MIN_NORM = 1e-6
+MAX_TS = 1e11  # seconds after 1970 (the year 5138): event times must stay inside datetime's range
+MAX_INT = 2**53 - 1  # frames, local ids, segments: exact in any JSON reader
+MAX_COORD = 1e6  # pixels
+MAX_LINE = 64 << 20  # bytes in one line
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # camera ids (as in the config), reasons, sessions
+
+
+class _Bad(ValueError):
+    """One wrong value; the message names its field."""
+
+
+def _short(v: object) -> str:
+    s = repr(v)
+    return printable(s if len(s) <= 60 else s[:57] + "...")
+
+
+def _number(v: object, field: str, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _Bad(f"{field}: expected a number, got {_short(v)}")
+    f = float(v) if not isinstance(v, int) or abs(v) <= 1e300 else math.inf
+    if not math.isfinite(f):
+        raise _Bad(f"{field}: must be finite, got {_short(v)}")
+    if not lo <= f <= hi:
+        raise _Bad(f"{field}: must be in [{lo:g}, {hi:g}], got {_short(v)}")
+    return f
+
+
+def _integer(v: object, field: str, lo: int = 0, hi: int = MAX_INT) -> int:
+    i = int(v) if isinstance(v, float) and math.isfinite(v) and v == int(v) else v  # 3.0 is 3
+    if isinstance(i, bool) or not isinstance(i, int):
+        raise _Bad(f"{field}: expected an integer, got {_short(v)}")
+    if not lo <= i <= hi:
+        raise _Bad(f"{field}: must be in [{lo}, {hi}], got {_short(v)}")
+    return i
+
+
+def _name(v: object, field: str, *, empty: bool = False) -> str:
+    if not isinstance(v, str) or not (_NAME_RE.fullmatch(v) or (empty and v == "")):
+        raise _Bad(f"{field}: expected a name of letters, digits, '_', '-', '.' (at most 64), got {_short(v)}")
+    return v
+
+
+def _get(d: dict, key: str, field: str) -> object:
+    if key not in d:
+        raise _Bad(f"{field}.{key}: missing")
+    return d[key]
+
+
+def _floats(v: object, field: str, n: int) -> np.ndarray:
+    """``n`` finite float32 values from base64 of little-endian float32."""
+    if not isinstance(v, str):
+        raise _Bad(f"{field}: expected base64 text, got {_short(v)}")
     try:
-        fh = p.open(encoding="utf-8")
+        raw = base64.b64decode(v, validate=True)
+    except ValueError:
+        raise _Bad(f"{field}: not valid base64") from None
+    if len(raw) != 4 * n:
+        raise _Bad(f"{field}: {len(raw) / 4:g} float32 values, expected {n}")
+    x = np.frombuffer(raw, "<f4").astype(np.float32)
+    if not np.isfinite(x).all():
+        i = int(np.flatnonzero(~np.isfinite(x))[0])
+        raise _Bad(f"{field}[{i}]: must be finite, got {x[i]}")
+    return x
+
+
+def _unit(x: np.ndarray, field: str) -> np.ndarray:
+    """``x`` at unit length, normalised in float64 (no overflow, no denormal); reidd's own unit vectors as
+    recorded, so a rematch repeats its replay exactly."""
+    x64 = x.astype(np.float64)
+    norm = float(np.sqrt(np.dot(x64, x64)))
+    if norm < MIN_NORM:
+        raise _Bad(f"{field}: norm {norm:.3g} is zero or too small to normalise (minimum {MIN_NORM:g})")
+    if abs(norm - 1.0) <= 1e-4:
+        return x
+    return (x64 / norm).astype(np.float32)
+
+
+def _tracklet(d: object, field: str) -> Tracklet:
+    if not isinstance(d, dict):
+        raise _Bad(f"{field}: expected an object, got {_short(d)}")
+    boxes_in = _get(d, "boxes", field)
+    if not isinstance(boxes_in, list) or not boxes_in:
+        raise _Bad(f"{field}.boxes: expected a non-empty list of boxes, got {_short(boxes_in)}")
+    boxes = []
+    for i, b in enumerate(boxes_in):
+        bf = f"{field}.boxes[{i}]"
+        if not isinstance(b, list) or len(b) != 8:
+            raise _Bad(f"{bf}: expected [frame, ts, x1, y1, x2, y2, conf, cls], got {_short(b)}")
+        x1, y1, x2, y2 = (_number(v, f"{bf}[{k}] ({n})", -MAX_COORD, MAX_COORD)
+                          for k, (v, n) in enumerate(zip(b[2:6], ("x1", "y1", "x2", "y2")), 2))
+        if x2 < x1 or y2 < y1:
+            raise _Bad(f"{bf}: x2 < x1 or y2 < y1 in {_short(b[2:6])}")
+        boxes.append(BoxRecord(_integer(b[0], f"{bf}[0] (frame)"), _number(b[1], f"{bf}[1] (ts)", 0, MAX_TS),
+                               (x1, y1, x2, y2), _number(b[6], f"{bf}[6] (conf)", 0, 1),
+                               _integer(b[7], f"{bf}[7] (cls)", 0, 2**31 - 1)))
+    return Tracklet(_name(_get(d, "cam", field), f"{field}.cam"), _integer(_get(d, "lid", field), f"{field}.lid"),
+                    _integer(_get(d, "seg", field), f"{field}.seg"), boxes, [],
+                    _name(_get(d, "reason", field), f"{field}.reason"),
+                    _integer(_get(d, "cls", field), f"{field}.cls", 0, 2**31 - 1),
+                    _name(d.get("ses", ""), f"{field}.ses", empty=True))
+
+
+def _record(obj: object, dim: int) -> tuple[str, object]:
+    if not isinstance(obj, dict) or len(obj) != 1 or next(iter(obj)) not in ("t", "n", "q"):
+        raise _Bad(f"expected one of {{\"q\": ...}}, {{\"n\": ...}}, {{\"t\": ...}}, got {_short(obj)}")
+    if "t" in obj:
+        return "tick", _number(obj["t"], "t", 0, MAX_TS)
+    if "n" in obj:
+        return "no_crops", _tracklet(obj["n"], "n")
+    q = obj["q"]
+    t = _tracklet(q, "q")
+    emb = _unit(_floats(_get(q, "emb", "q"), "q.emb", dim), "q.emb")
+    colour = q.get("colour")
+    if colour is not None:
+        colour = _floats(colour, "q.colour", SIGNATURE_LEN)
+        if (colour < 0).any() or (colour > 1).any():
+            raise _Bad("q.colour: values must be in [0, 1]")
+    return "query", TrackletEmbedding(t, emb, _integer(_get(q, "crops", "q"), "q.crops", 0, 2**31 - 1), colour)
+
+
+def _header(obj: object) -> int:
+    if not isinstance(obj, dict) or obj.get("reidd_embeddings") != VERSION:
+        raise _Bad(f"not a reidd embeddings log (the first line must be "
+                   f"{{\"reidd_embeddings\": {VERSION}, \"dim\": D}})")
+    return _integer(_get(obj, "dim", "header"), "dim", 1, MAX_DIM)
+
+
+def _lines(fh) -> Iterator[tuple[int, bytes, bool]]:
+    """``(line number, bytes, last)``; a line is read up to MAX_LINE + 1 bytes."""
+    n, line = 1, fh.readline(MAX_LINE + 1)
+    while line:
+        nxt = fh.readline(MAX_LINE + 1)
+        yield n, line, not nxt
+        n, line = n + 1, nxt
+
+
+def read_embedding_log(path: str | Path, *, warn: bool = True) -> Iterator[tuple[str, object]]:
+    """Yields ``("dim", D)`` first, then ``("query", TrackletEmbedding)``, ``("no_crops", Tracklet)`` and
+    ``("tick", ts)`` in recorded order. Raises :class:`RecordingError` naming the file, line and field.
+
+    A last line without its newline that does not read is what a crash in the middle of a write leaves:
+    it is skipped (with a WARNING naming it when ``warn``), the rest of the log is used."""
+    p = Path(path)
+    shown = printable(str(p))
+    try:
+        fh = p.open("rb")
     except OSError as exc:
-        raise RecordingError(f"{p}: cannot read: {exc.strerror or exc}") from None
+        raise RecordingError(f"{shown}: cannot read: {printable(exc.strerror or str(exc))}") from None
     dim = None
     with fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                if n == 1 or dim is None:
-                    if obj.get("reidd_embeddings") != VERSION:
-                        raise ValueError("not a reidd embeddings log (first line)")
-                    dim = int(obj["dim"])
-                    yield "dim", dim
-                elif "t" in obj:
-                    yield "tick", float(obj["t"])
-                elif "n" in obj:
-                    yield "no_crops", _tracklet(obj["n"])
-                elif "q" in obj:
-                    q = obj["q"]
-                    emb = np.frombuffer(base64.b64decode(q["emb"], validate=True), "<f4").astype(np.float32)
-                    if len(emb) != dim or not np.isfinite(emb).all():
-                        raise ValueError(f"embedding of length {len(emb)} (expected {dim}) or not finite")
-                    colour = None if q.get("colour") is None else np.frombuffer(
-                        base64.b64decode(q["colour"], validate=True), "<f4").astype(np.float32)
-                    yield "query", TrackletEmbedding(_tracklet(q), emb, int(q["crops"]), colour)
-                else:
-                    raise ValueError("unknown record")
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                raise RecordingError(f"{p}:{n}: {exc}") from None
-            except UnicodeDecodeError:
-                raise RecordingError(f"{p}: not a text file") from None
+        try:
+            for n, raw, last in _lines(fh):
+                try:
+                    if len(raw) > MAX_LINE:
+                        raise _Bad(f"line longer than {MAX_LINE >> 20} MiB")
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise _Bad(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+                    if not text.strip():
+                        continue
+                    try:
+                        obj = json.loads(text)
+                    except RecursionError:
+                        raise _Bad("JSON nested too deeply") from None
+                    except ValueError as exc:
+                        raise _Bad(f"not valid JSON ({exc})") from None
+                    if dim is None:
+                        dim = _header(obj)
+                        yield "dim", dim
+                    else:
+                        yield _record(obj, dim)
+                except _Bad as exc:
+                    if last and not raw.endswith(b"\n") and dim is not None:
+                        if warn:
+                            log.warning("%s:%d: skipped the last line: cut short, as a crash while writing "
+                                        "leaves it (%s)", shown, n, exc)
+                        break
+                    raise RecordingError(f"{shown}:{n}: {exc}") from None
+        except OSError as exc:
+            raise RecordingError(f"{shown}: cannot read: {printable(exc.strerror or str(exc))}") from None
+    if dim is None:
+        raise RecordingError(f"{shown}: empty, not a reidd embeddings log")
 
 
 def rematch(cfg, log_path: str | Path, out_dir: str | Path, *, mtmc_path: str | Path | None = None,
             events_jsonl: str | Path | None = None) -> dict:
     """Re-run the cross-camera association of a recorded replay with ``cfg``'s gallery, matching and events
-    settings (a private, empty embedded Redis under ``out_dir/state``). Returns a small summary."""
+    settings (a private, empty embedded Redis under ``out_dir/state``). Returns a small summary.
+
+    The whole log is read and checked first: a bad line raises :class:`RecordingError` before anything
+    (state, events, MTMC file) is written."""
     from reidd.context import RunContext
     from reidd.telemetry import Metrics
     from reidd.runtime import ReidRuntime
 
-    items = read_embedding_log(log_path)
-    kind, dim = next(items, ("dim", 0))
+    dim = 0
+    for kind, item in read_embedding_log(log_path):
+        if kind == "dim":
+            dim = int(item)
+    items = read_embedding_log(log_path, warn=False)  # the same again (warned once above), now used
+    next(items)
     runtime = ReidRuntime(cfg, RunContext.for_replay(), metrics=Metrics(), fresh_state_dir=Path(out_dir) / "state",
-                          events_jsonl=events_jsonl, mtmc_path=mtmc_path,
-                          embedding_dim=max(int(dim), 1))
+                          events_jsonl=events_jsonl, mtmc_path=mtmc_path, embedding_dim=dim)
     queries = 0
     try:
         for kind, item in items:
