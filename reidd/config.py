@@ -62,7 +62,9 @@ def printable(text: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no text field of a cameras.yaml means anything when empty (an optional one is left out instead), so an empty
+    # string, typed or substituted from a ${VAR} that is set but empty, is refused naming the field
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, str_min_length=1)
 
 
 # --------------------------------------------------------------------------- cameras
@@ -104,6 +106,14 @@ class CameraConfig(_Model):
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Reconnect back-off.")
     queue_size: int = Field(
         4, ge=1, le=1024, description="Frames buffered between reader and pipeline (live: newest wins)."
+    )
+    loop: bool = Field(
+        False,
+        description=(
+            "Video files only (demos, soak runs): when the file ends, play it again from the start; frame indices "
+            "and media time keep increasing across passes. `reidd run` loops until stopped; replays (`reidd replay`, "
+            "`topology`, `adapt`) play each file once, `reidd replay` with a warning. Refused for stream URLs."
+        ),
     )
 
     @field_validator("id", mode="before")
@@ -628,26 +638,39 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def substitute_env(node: Any, path: str = "", problems: list[tuple[str, str]] | None = None) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+def substitute_env(node: Any, path: str = "", problems: list[tuple[str, str]] | None = None,
+                   empty: dict[str, list[str]] | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree.
+
+    An unset variable without a default is a problem of its field. ``empty`` (when given) collects, by field path,
+    the variables that came out empty (set to "" or unset with an empty default): a field that is then empty as a whole is
+    refused naming the variable (see :func:`parse_config`), and any other problem of the field mentions it."""
     problems = problems if problems is not None else []
     if isinstance(node, dict):
-        return {k: substitute_env(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+        return {k: substitute_env(v, f"{path}.{k}" if path else str(k), problems, empty) for k, v in node.items()}
     if isinstance(node, list):
-        return [substitute_env(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [substitute_env(v, f"{path}[{i}]", problems, empty) for i, v in enumerate(node)]
     if isinstance(node, str):
 
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            problems.append((path, f"environment variable ${{{name}}} is not set"))
-            return m.group(0)
+                value, why = os.environ[name], "is set but empty"
+            elif default is not None:
+                value, why = default, "is unset and its default is empty"
+            else:
+                problems.append((path, f"environment variable ${{{name}}} is not set"))
+                return m.group(0)
+            if not value and empty is not None:
+                empty.setdefault(path, []).append(f"${{{name}}} {why}")
+            return value
 
         return _ENV_RE.sub(repl, node)
     return node
+
+
+def _empty_vars(why: list[str]) -> str:
+    return ", ".join(dict.fromkeys(why))
 
 
 _MODEL_SUFFIXES = (".onnx", ".engine", ".torchscript", ".xml", ".tflite", ".mlpackage")
@@ -883,6 +906,10 @@ def _check_consistency(cfg: Config) -> list[tuple[str, str]]:
             problems.append((f"matching.topology[{j}]", "min_s is larger than max_s"))
     if cfg.gallery.redis_url and not cfg.gallery.redis_url.startswith(("redis://", "rediss://", "unix://")):
         problems.append(("gallery.redis_url", "must start with redis://, rediss:// or unix://"))
+    for i, cam in enumerate(cfg.cameras):
+        if cam.loop and cam.is_live:
+            problems.append((f"cameras[{i}].loop", f"only video files can loop; cameras[{i}].url is a live "
+                                                   f"{cam.kind} stream (remove loop)"))
     if not cfg.enabled_cameras:
         problems.append(("cameras", "no camera is enabled"))
     return problems
@@ -896,12 +923,18 @@ def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = "."
     problems: list[tuple[str, str]] = []
     if not isinstance(data, dict):
         raise ConfigError(source, [("", "the top level must be a mapping with at least 'cameras'")])
-    data = substitute_env(data, "", problems)
+    empty: dict[str, list[str]] = {}
+    data = substitute_env(data, "", problems, empty)
+    # a field that a variable set to "" left empty: no field takes an empty value, so say which variable did it
+    blank = {path for path in empty if _value_at(data, path) == ""}
+    problems += [(path, f"{_empty_vars(empty[path])}, and the field cannot be empty") for path in sorted(blank)]
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             path = _loc_to_path(tuple(err["loc"]))
+            if path in blank:
+                continue  # already named with its variable
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
@@ -911,13 +944,30 @@ def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = "."
                 if not path and ": " in msg and msg.split(": ", 1)[0].startswith("cameras["):
                     path, msg = msg.split(": ", 1)
             problems.append((path, msg))
-        raise ConfigError(source, problems) from None
+        raise ConfigError(source, _mention_empty(problems, empty)) from None
     problems += _check_consistency(cfg)
     if check_files:
         problems += _check_files(cfg, Path(base_dir), {p for p, _ in problems})
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, _mention_empty(problems, empty))
     return cfg
+
+
+def _value_at(data: Any, path: str) -> Any:
+    """The value at a field path (``cameras[0].url``) of a parsed YAML tree; None when there is none."""
+    node = data
+    for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        try:
+            node = node[int(index)] if index else node[key] if key in node else node[int(key)]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+    return node
+
+
+def _mention_empty(problems: list[tuple[str, str]], empty: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """Problems of fields into which a variable substituted nothing say so (``url: ${HOST}/cam`` with HOST="")."""
+    return [(path, msg if path not in empty or msg.startswith("${") else f"{msg} ({_empty_vars(empty[path])})")
+            for path, msg in problems]
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:

@@ -86,6 +86,10 @@ def _print_summary(result: PipelineResult, stream: Any = sys.stdout) -> None:
         print(f"{c.camera_id:<16}{c.state:<14}{c.frames:>8}{c.tracklets:>11}  {c.error or ''}", file=stream)
     fps = result.frames / result.wall_seconds if result.wall_seconds else 0.0
     print(f"{result.frames} frames in {result.wall_seconds:.1f} s ({fps:.1f} frames/s)", file=stream)
+    dropped = [f"{c.camera_id} {c.frames_dropped} ({100 * c.frames_dropped / (c.frames + c.frames_dropped):.0f}%)"
+               for c in result.cameras.values() if c.frames_dropped]
+    if dropped:
+        print(f"frames dropped, the pipeline slower than the cameras: {', '.join(dropped)}", file=stream)
 
 
 def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
@@ -102,6 +106,9 @@ def run_replay(cfg: Config, out_dir: str | Path, *, speed: float | None = None,
     out.mkdir(parents=True, exist_ok=True)
     metrics = metrics or Metrics()
     context = RunContext.for_replay()
+    for i, cam in enumerate(cfg.cameras):
+        if cam.loop and cam.enabled:  # a replay ends: it plays each file once, whatever loop says
+            log.warning("cameras[%d].loop is ignored by replay: camera %s's file is played once", i, cam.id)
     jsonl = mot = runtime = None
 
     def readiness() -> tuple[bool, dict]:
@@ -203,12 +210,21 @@ def run_live(cfg: Config, *, metrics: Metrics | None = None) -> int:
         if pipeline is None:
             return False, {"starting": True, "model_loaded": False}
         streaming = [c for c, s in pipeline.summary.items() if s.state == "streaming"]
-        detail: dict = {"cameras_streaming": streaming, "model_loaded": True}
+        dropping = pipeline.dropping()
+        detail: dict = {"cameras_streaming": streaming, "model_loaded": True, "frames_dropping": dropping}
         ok = bool(streaming)
+        # still ready but degraded: what works less well than it should, in words
+        reasons = [f"camera {c} dropping {d['dropped_percent']:.0f}% of frames: the pipeline is slower than the "
+                   "cameras" for c, d in sorted(dropping.items())]
         if runtime is not None:
             r_ok, r_detail = runtime.ready()
             ok = ok and r_ok
             detail.update(r_detail)
+            for part, state in sorted(r_detail.items()):  # events, gallery, ...: {"state": ..., "reason": ...}
+                if isinstance(state, dict) and state.get("state") == "degraded":
+                    reasons.append(f"{part}: {state.get('reason') or 'degraded'}")
+        detail["degraded"] = bool(reasons)
+        detail["degraded_reasons"] = reasons
         return ok, detail
 
     server = _maybe_serve(cfg, metrics, readiness)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +39,27 @@ log = logging.getLogger("reidd.pipeline")
 
 TrackletSink = Callable[[list[Tracklet]], None]
 
+#: Live overload: a camera is "dropping" once this share of its frames was dropped over the last DROP_WINDOW_S
+#: seconds (its reader's queue full: the pipeline slower than the camera), and stops when the share falls below
+#: DROP_CLEAR_SHARE. Entering is logged once as a WARNING and shown by /readyz; leaving is logged with a summary.
+DROP_WINDOW_S = 10.0
+DROP_WARN_SHARE = 0.05
+DROP_CLEAR_SHARE = 0.01
+
+
+@dataclass
+class _DropWatch:
+    """One camera's recent (time, frames queued, frames dropped) samples and whether it is dropping now."""
+
+    samples: deque = field(default_factory=deque)
+    dropping: bool = False
+    since: float = 0.0  # monotonic time it started dropping
+    dropped_at_start: int = 0
+    share: float = 0.0  # dropped / queued over the window, at the last sample
+    window_dropped: int = 0
+    window_queued: int = 0
+    ended: bool = False  # the camera's reader ended: nothing more to watch
+
 
 @dataclass
 class CameraSummary:
@@ -50,6 +72,7 @@ class CameraSummary:
     dropped_motion: int = 0  # tracks of detector.motion_assist's blobs alone
     state: str = "connecting"
     error: str | None = None
+    frames_dropped: int = 0  # live: frames the reader discarded because the pipeline was behind (oldest first)
 
 
 @dataclass
@@ -117,7 +140,9 @@ class Pipeline:
         self.summary = {c.id: CameraSummary(c.id) for c in self.cams}
         self.stage_seconds: dict[str, float] = {"detect": 0.0, "track": 0.0, "tracklets": 0.0, "sinks": 0.0}
         self._stop = threading.Event()
-        self._synced: dict[str, tuple[int, int, int]] = {}
+        self._drops: dict[str, _DropWatch] = {}
+        self._dropped_before: dict[str, int] = {}
+        self._dropping: dict[str, dict] = {}  # cameras dropping now (read by readiness from other threads)
         self._restart_at: dict[str, float] = {}
         self._restart_delay: dict[str, float] = {}
         # one detection thread: a batch is detected while the one before it is tracked (see _process)
@@ -148,6 +173,17 @@ class Pipeline:
     def _collect_queue_depths(self) -> None:
         for cam_id, reader in list(self.readers.items()):
             self.metrics.queue_depth.labels(camera=cam_id).set(reader.queue_depth)
+            # every scrape sees the readers' own counts: reidd_frames_read_total never trails processed
+            self._export_reader_counts(cam_id, reader)
+
+    def _export_reader_counts(self, cam_id: str, reader: CameraReader) -> None:
+        """Bring read, dropped and reconnect counters up to the reader's stats (any thread; export_total locks).
+
+        Each reader is its own source, so a restarted camera's fresh counts add on."""
+        st, m, source = reader.stats, self.metrics, f"reader-{id(reader)}"
+        m.export_total(m.frames_read, source, st.frames_read, camera=cam_id)
+        m.export_total(m.frames_dropped, source, st.frames_dropped, camera=cam_id)
+        m.export_total(m.source_reconnects, source, st.reconnects, camera=cam_id)
 
     def _sync_metrics(self) -> None:
         for cam_id in self.order:
@@ -173,8 +209,12 @@ class Pipeline:
         cam = self.cfg.camera(cam_id)
         reader = CameraReader(cam, replay=self.replay, speed=self.speed, on_state=self._on_state,
                               seed=self.order[cam_id])
+        old = self.readers.get(cam_id)
+        if old is not None:  # a restart: the new reader counts its drops from 0
+            self._dropped_before[cam_id] = self._dropped_before.get(cam_id, 0) + old.stats.frames_dropped
         self.readers[cam_id] = reader
-        self._synced[cam_id] = (0, 0, 0)
+        self._drops[cam_id] = _DropWatch()
+        self._dropping.pop(cam_id, None)
         reader.start()
         return reader
 
@@ -196,6 +236,7 @@ class Pipeline:
             finally:
                 self._detect_pool.shutdown(wait=True, cancel_futures=True)
                 self._sync_metrics()
+                self._log_drop_totals()
                 self.metrics.remove_collector(self._queue_collector)  # do not keep readers (and frames) alive
         return PipelineResult(
             {k: v for k, v in self.summary.items()},
@@ -313,6 +354,10 @@ class Pipeline:
         self._pending = None
         dets = future.result()
         m = self.metrics
+        for cam_id in {f.camera_id for f in batch}:  # read is exported before processed grows: never behind it
+            reader = self.readers.get(cam_id)
+            if reader is not None:
+                self._export_reader_counts(cam_id, reader)
         closed: list[Tracklet] = []
         track_s = tracklets_s = 0.0
         for frame, d in zip(batch, dets):
@@ -356,6 +401,13 @@ class Pipeline:
             s.error = end.error
             log.error("camera %s: %s", end.camera_id, end.error)
         self._sync_source_metrics(end.camera_id)
+        w = self._drops.setdefault(end.camera_id, _DropWatch())
+        w.ended = True  # an ended camera drops nothing more
+        if w.dropping:
+            w.dropping = False
+            log.info("camera %s: ended while dropping frames (%d dropped over %.0f s)", end.camera_id,
+                     self.summary[end.camera_id].frames_dropped - w.dropped_at_start, time.monotonic() - w.since)
+        self._dropping.pop(end.camera_id, None)
         self._emit(self.builders[end.camera_id].flush("end"))
 
     def _emit_all_open(self, reason: str) -> None:
@@ -391,16 +443,63 @@ class Pipeline:
         if reader is None:
             return
         st = reader.stats
-        prev = self._synced.get(cam_id, (0, 0, 0))
-        cur = (st.frames_read, st.frames_dropped, st.reconnects)
-        m = self.metrics
-        if cur[0] > prev[0]:
-            m.frames_read.labels(camera=cam_id).inc(cur[0] - prev[0])
-        if cur[1] > prev[1]:
-            m.frames_dropped.labels(camera=cam_id).inc(cur[1] - prev[1])
-        if cur[2] > prev[2]:
-            m.source_reconnects.labels(camera=cam_id).inc(cur[2] - prev[2])
-        self._synced[cam_id] = cur
+        self._export_reader_counts(cam_id, reader)
         if st.last_frame_wall:
-            m.source_last_frame.labels(camera=cam_id).set(st.last_frame_wall)
+            self.metrics.source_last_frame.labels(camera=cam_id).set(st.last_frame_wall)
+        if not self.replay:
+            self._watch_drops(cam_id, reader)
+
+    # ------------------------------------------------------------------ live overload
+    def dropping(self) -> dict[str, dict]:
+        """Cameras dropping frames now (see DROP_WARN_SHARE): camera id -> ``dropped_percent`` (share of the
+        frames queued over the last ``window_s`` seconds), ``dropped`` and ``queued`` in that window, and
+        ``dropped_total`` for this run. Safe to call from any thread (readiness)."""
+        return dict(self._dropping)
+
+    def _watch_drops(self, cam_id: str, reader: CameraReader) -> None:
+        """Sample a live camera's queued and dropped frames; log when it starts and stops dropping (pipeline thread)."""
+        w = self._drops.setdefault(cam_id, _DropWatch())
+        st = reader.stats
+        self.summary[cam_id].frames_dropped = self._dropped_total(cam_id, st.frames_dropped)
+        if w.ended:
+            return
+        now = time.monotonic()
+        w.samples.append((now, st.frames_emitted, st.frames_dropped))
+        while len(w.samples) > 2 and w.samples[1][0] <= now - DROP_WINDOW_S:
+            w.samples.popleft()  # keep one sample at or before the window's start as its baseline
+        t0, queued0, dropped0 = w.samples[0]
+        w.window_queued, w.window_dropped = st.frames_emitted - queued0, st.frames_dropped - dropped0
+        w.share = w.window_dropped / w.window_queued if w.window_queued > 0 else 0.0
+        if not w.dropping and w.share >= DROP_WARN_SHARE and w.window_dropped >= 2:
+            w.dropping, w.since, w.dropped_at_start = True, now, st.frames_dropped - w.window_dropped
+            log.warning("camera %s: dropping %.0f%% of its frames (%d of %d in the last %.0f s): the pipeline is "
+                        "slower than the cameras; the oldest queued frames are dropped, the newest kept "
+                        "(reidd_frames_dropped_total; see docs/operations.md, GPU sizing)",
+                        cam_id, 100 * w.share, w.window_dropped, w.window_queued, now - t0)
+        elif w.dropping and w.share < DROP_CLEAR_SHARE:
+            w.dropping = False
+            log.info("camera %s: no longer dropping frames (%d dropped over %.0f s)",
+                     cam_id, st.frames_dropped - w.dropped_at_start, now - w.since)
+        if w.dropping:
+            self._dropping[cam_id] = {
+                "dropped_percent": round(100 * w.share, 1), "dropped": w.window_dropped, "queued": w.window_queued,
+                "window_s": round(min(DROP_WINDOW_S, now - t0), 1),
+                "dropped_total": self.summary[cam_id].frames_dropped,
+            }
+        else:
+            self._dropping.pop(cam_id, None)
+
+    def _dropped_total(self, cam_id: str, current: int) -> int:
+        """Frames dropped in this run by the camera's readers (a restarted reader counts from 0 again)."""
+        return self._dropped_before.get(cam_id, 0) + current
+
+    def _log_drop_totals(self) -> None:
+        """At the end of a live run: one line per camera that dropped frames (the run's summary)."""
+        if self.replay:
+            return
+        for cam_id, s in self.summary.items():
+            if s.frames_dropped:
+                queued = s.frames + s.frames_dropped
+                log.info("camera %s: %d of %d frames dropped in this run (%.0f%%): the pipeline was slower than "
+                         "the camera", cam_id, s.frames_dropped, queued, 100 * s.frames_dropped / queued)
 

@@ -7,6 +7,9 @@ and hands frames to the pipeline through a small bounded queue:
 * live (``replay=False``): the newest frame wins; when the queue is full the oldest queued frame is
   dropped and counted in :attr:`SourceStats.frames_dropped`.
 
+A file camera with ``loop: true`` read live starts again at the end of the file, its frame indices and media time
+going on from the last pass (:attr:`CameraReader.passes` counts the passes done); a replay plays it once.
+
 :attr:`CameraReader.queue_depth` is how many frames wait in that queue (``reidd_queue_depth``).
 
 Whatever happens, the queue ends with exactly one :class:`SourceEnd` telling why the reader stopped.
@@ -184,6 +187,9 @@ class CameraReader:
         self.camera_id = cam.id
         self.replay = replay
         self.is_file = cam.kind == "file"
+        # cameras[].loop: files played live start again at their end; a replay plays each file once
+        self.loop = self.is_file and cam.loop and not replay
+        self.passes = 0  # looping files: passes over the file completed so far
         self.speed = speed if replay else (speed or 1.0)
         self.state = SourceState.CONNECTING
         self.stats = SourceStats()
@@ -341,31 +347,50 @@ class CameraReader:
     # ------------------------------------------------------------------ files
     def _run_file(self) -> None:
         path = Path(self.cam.url)
-        if not path.is_file():
-            raise self._fail("video file not found" if not path.exists() else "not a regular file")
-        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-        try:
-            if not cap.isOpened():
-                raise self._fail("cannot open the video (not a video file, corrupt, or unsupported codec)")
-            self._read_file(cap)
-        finally:
-            cap.release()
+        base = 0  # frames of the passes before this one: indices and media time go on from there
+        t0 = time.monotonic()
+        fps: float | None = None
+        while True:
+            if not path.is_file():
+                raise self._fail("video file not found" if not path.exists() else "not a regular file")
+            cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+            try:
+                if not cap.isOpened():
+                    raise self._fail("cannot open the video (not a video file, corrupt, or unsupported codec)")
+                fps = fps or self._file_fps(cap)  # the first pass's rate: media time stays on one scale
+                decoded, t0 = self._read_file(cap, fps, base, t0)
+            finally:
+                cap.release()
+            if self._stop.is_set() or decoded is None:
+                return
+            if not self.loop:
+                break
+            base += decoded
+            self.passes += 1
+            log.info("camera %s: end of %s, playing it again from the start (pass %d; frame %d, %.1f s of media)",
+                     self.camera_id, self._where, self.passes + 1, base, base / fps)
+        self._end(SourceState.FINISHED, None)
 
-    def _read_file(self, cap: cv2.VideoCapture) -> None:
+    def _file_fps(self, cap: cv2.VideoCapture) -> float:
         fps = _valid_fps(cap.get(cv2.CAP_PROP_FPS))
         if fps is None:
             log.warning("camera %s: %s reports no valid frame rate (%r); assuming %.0f fps",
                         self.camera_id, self._where, cap.get(cv2.CAP_PROP_FPS), FALLBACK_FPS)
             fps = FALLBACK_FPS
         self.fps = fps
+        return fps
+
+    def _read_file(self, cap: cv2.VideoCapture, fps: float, base: int, t0: float) -> tuple[int | None, float]:
+        """One pass over an opened file, its frames numbered from ``base``: (frames decoded, or None when the reader
+        stopped; the pacing origin ``t0``, moved on when it fell behind). Raises when the file is unusable."""
         stride = self.cam.frame_stride
         if self.cam.max_fps is not None:
             stride = max(stride, round(fps / self.cam.max_fps))
         declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        t0 = time.monotonic()
-        index = 0
+        n = 0  # frames decoded in this pass
         error: str | None = None
         while not self._stop.is_set():
+            index = base + n  # counts on across passes: indices and media time keep increasing
             keep = index % stride == 0
             ok, img, error = self._read(cap, keep)
             if not ok:
@@ -381,17 +406,17 @@ class CameraReader:
                 frame = Frame(self.camera_id, index, media_t + self.cam.time_offset_s, img, wall_time=now, live=False)
                 if not self._put(frame):
                     break
-            index += 1
+            n += 1
         if self._stop.is_set():
-            return
-        if index == 0:
+            return None, t0
+        if n == 0:
             raise self._fail(f"no frame could be decoded{f' ({error})' if error else ''}")
         if error is not None:
-            raise self._fail(f"decoding failed after {index} frames: {error}")
+            raise self._fail(f"decoding failed after {n} frames: {error}")
         short = max(_TRUNCATION_TOLERANCE[0], _TRUNCATION_TOLERANCE[1] * declared)
-        if declared > 0 and index < declared - short:
-            raise self._fail(f"decoding stopped after {index} of {declared} frames (truncated or corrupt file)")
-        self._end(SourceState.FINISHED, None)
+        if declared > 0 and n < declared - short:
+            raise self._fail(f"decoding stopped after {n} of {declared} frames (truncated or corrupt file)")
+        return n, t0
 
     def _pace(self, t0: float, due_s: float) -> float:
         """Sleep until ``t0 + due_s`` (monotonic); returns ``t0``, moved forward if far behind schedule."""
