@@ -53,12 +53,16 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
 def printable(text: str) -> str:
-    """``text`` with control characters (NUL, escape sequences, ...) written as ``\\xNN``: safe to echo."""
-    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(text))
+    """``text`` safe to echo to a terminal or a log: every character Python does not count as printable (C0 and
+    C1 controls such as NUL, ESC, DEL and line breaks, bidi overrides like U+202E, other format characters, lone
+    surrogates) is written as its escape (``\\x1b``, ``\\u202e``), so a hostile value cannot drive the terminal."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else
+                                              f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+                   for c in text)
 
 
 class _Model(BaseModel):

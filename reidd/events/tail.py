@@ -15,21 +15,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from reidd.config import redact_url
+from reidd.config import printable, redact_url
 
 DEFAULT_STREAM = "reidd:events"
 
 
 def visible(text: str) -> str:
-    """``text`` safe for a terminal: every character Python does not count as printable (C0 and C1 controls
-    such as ESC, DEL, line breaks, bidi overrides like U+202E, other format characters, lone surrogates) is
-    written as its escape (``\\x1b``, ``\\u202e``), so whoever can write to the stream cannot drive the
-    operator's terminal."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else
-                                              f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
-                   for c in text)
+    """``text`` safe for a terminal (:func:`reidd.config.printable`): whoever can write to the stream cannot drive
+    the operator's terminal."""
+    return printable(text)
 
 
 def _json_escape(c: str) -> str:

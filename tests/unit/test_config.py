@@ -46,3 +46,15 @@ def test_topology_and_misc_semantics(tmp_path: Path, video: Path) -> None:
     assert "unknown camera id 'zz'" in msgs["matching.topology[0].dst"]
     assert "min_s is larger than max_s" in msgs["matching.topology[0]"]
     assert "redis://" in msgs["gallery.redis_url"]
+
+
+def test_error_lines_show_no_terminal_controls(tmp_path: Path) -> None:
+    """A hostile value echoed in an error (C1 CSI, bidi override, ESC, tab) is written as escapes, never raw."""
+    path = tmp_path / "cameras.yaml"
+    path.write_text('cameras:\n  - id: c1\n    url: "/nonexistent/a\\u009b2J\\u202eb\\u001b]0;x\\u0007\\tc.mp4"\n',
+                    encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    text = str(exc.value)
+    assert not any(not c.isprintable() for line in text.splitlines() for c in line), repr(text)
+    assert "\\x9b" in text and "\\u202e" in text and "\\x1b" in text
