@@ -1,14 +1,12 @@
 #!/usr/bin/env python3
 """Soak test: a long ``reidd run`` on looped input, watching the daemon's resources and its events.
 
-Generates a synthetic scene (``--cameras`` cameras), then concatenates each camera's video with itself
-until it lasts longer than ``--minutes`` (the reader has no loop option: a file camera is played once,
-so the loop is made in the file; frame numbers and media time keep increasing across the copies). It
-starts a redis-server on a free port, runs ``reidd run`` on the long files (played at their native
-frame rate, as a camera would deliver them) with re-ID on and metrics served, and every ``--interval``
-seconds samples the daemon process: RSS, thread count, open file descriptors (psutil), plus a few
-values from its ``/metrics``. After ``--minutes`` it sends SIGTERM (the daemon drains), then reads the
-Redis stream and counts
+Generates a synthetic scene (``--cameras`` cameras) and plays each camera's video in a loop
+(``cameras[].loop: true``: frame numbers and media time keep increasing across the passes), starts a
+redis-server on a free port, runs ``reidd run`` on it (played at the native frame rate, as a camera
+would deliver it) with re-ID on and metrics served, and every ``--interval`` seconds samples the daemon
+process: RSS, thread count, open file descriptors (psutil), plus a few values from its ``/metrics``.
+After ``--minutes`` it sends SIGTERM (the daemon drains), then reads the Redis stream and counts
 
 * lost: tracklets the daemon reports closing (its ``tracklet ...`` log lines) without a tracklet event,
 * duplicated: event ids seen more than once, and tracklets with more than one tracklet event,
@@ -43,32 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def loop_video(src: Path, dst: Path, copies: int) -> int:
-    """Write ``copies`` back-to-back copies of ``src`` to ``dst``; returns the frame count written."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
-    if not frames:
-        raise RuntimeError(f"cannot decode {src}")
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise RuntimeError(f"cannot write {dst}")
-    for _ in range(copies):
-        for img in frames:
-            writer.write(img)
-    writer.release()
-    return copies * len(frames)
 
 
 def start_redis(directory: Path) -> tuple[subprocess.Popen, str]:
@@ -164,7 +136,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0, help="how long the daemon runs before SIGTERM")
     ap.add_argument("--cameras", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("soak-out"), help="working folder (scene, logs, results)")
-    ap.add_argument("--vehicles", type=int, default=6, help="vehicles per copy of the scene")
+    ap.add_argument("--vehicles", type=int, default=6, help="vehicles in the scene (each pass of the loop shows them again)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     args = ap.parse_args()
@@ -181,13 +153,11 @@ def main() -> int:
     scene = generate_scene(out / "scene", cameras=args.cameras, vehicles=args.vehicles, seed=args.seed,
                            progress=False)
     scene_s = scene.num_frames / scene.fps
-    copies = math.ceil((args.minutes * 60 + 30) / scene_s)  # longer than the run: SIGTERM ends it mid-stream
+    copies = math.ceil(args.minutes * 60 / scene_s)  # passes over each file within the run (SIGTERM ends it)
     cfg = yaml.safe_load(Path(scene.config).read_text())
     for cam in cfg["cameras"]:
-        long_video = out / f"{cam['id']}-x{copies}.mp4"
-        if not long_video.exists():
-            loop_video(Path(scene.videos[cam["id"]]), long_video, copies)
-        cam["url"] = str(long_video)
+        cam["url"] = str(Path(scene.videos[cam["id"]]).resolve())
+        cam["loop"] = True
     redis_proc, redis_url = start_redis(out / "redis")
     port = free_port()
     cfg["gallery"] = {**cfg.get("gallery", {}), "redis_url": redis_url, "state_dir": str(out / "state")}
@@ -196,8 +166,8 @@ def main() -> int:
     cfg_path = out / "soak.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     stream = (cfg.get("events") or {}).get("stream", "reidd:events")
-    print(f"scene: {args.cameras} cameras, {args.vehicles} vehicles, {scene_s:.1f} s x {copies} copies "
-          f"({copies * scene_s / 60:.1f} min per camera at {scene.fps:g} fps); run {args.minutes:g} min; "
+    print(f"scene: {args.cameras} cameras, {args.vehicles} vehicles, {scene_s:.1f} s looped (about {copies} passes "
+          f"per camera at {scene.fps:g} fps); run {args.minutes:g} min; "
           f"{os.cpu_count()} CPU cores", flush=True)
 
     log_path = out / "daemon.log"
@@ -277,7 +247,7 @@ def main() -> int:
     errors = len(re.findall(r" (ERROR|CRITICAL) ", text))
     result = {
         "bench": "soak", "minutes": args.minutes, "cameras": args.cameras, "vehicles": args.vehicles,
-        "copies": copies, "samples": len(rows), "ready_s": round(ready_s, 1), "exit_code": rc,
+        "passes": copies, "samples": len(rows), "ready_s": round(ready_s, 1), "exit_code": rc,
         "ended_before_sigterm": ended_early, "drain_s": round(drain_s, 1),
         "rss_mb": {"start": round(rss[0], 1), "end": round(rss[-1], 1), "peak": round(max(rss), 1),
                    "growth_mb_per_min_after_first_third": round(growth, 2)},
