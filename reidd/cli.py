@@ -30,10 +30,13 @@ Every subcommand has its own --help.
 
 
 def _env_defaults() -> None:
-    """Ultralytics: never phone home or pip-install at run time; keep its settings project-local."""
+    """Ultralytics: never phone home or pip-install at run time.
+
+    Its settings stay where ultralytics keeps them for the user (``YOLO_CONFIG_DIR`` when set, else
+    ``$XDG_CONFIG_HOME/Ultralytics``, ``~/.config/Ultralytics``): the trackers import ultralytics with
+    any detector, and a default under the current folder left a ``.yolo/`` wherever reidd ran."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path.cwd() / ".yolo"))
     # .pt files are pickles: ultralytics' restricted loader unless the config opts out (detector.trust_pickle)
     os.environ.setdefault("ULTRALYTICS_SAFE_LOAD", "1")
 

@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
 
 log = logging.getLogger("reidd.telemetry")
 
@@ -314,55 +318,132 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class _Channel(HTTPChannel):
+    """waitress' connection, remembering when the request it is reading began (see :class:`_Server`)."""
+
+    request_started = 0.0
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None and data:
+            self.request_started = time.monotonic()
+        return super().received(data)
+
+
+class _Server(TcpWSGIServer):
+    """waitress' server, plus a deadline for reading one request.
+
+    waitress closes a connection that stays silent for ``channel_timeout``; a client that trickles a
+    byte every few seconds never is. Here a request whose headers have not all arrived
+    ``request_timeout`` seconds after its first byte closes its connection too (checked every
+    ``cleanup_interval``)."""
+
+    channel_class = _Channel
+    request_timeout = 10.0
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)
+        cutoff = time.monotonic() - self.request_timeout
+        for channel in list(self.active_channels.values()):
+            if channel.request is not None and not channel.requests and channel.request_started < cutoff:
+                channel.will_close = True
+
+
 class MetricsServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` on one port, served from a daemon thread."""
+    """``/metrics``, ``/healthz`` and ``/readyz`` on one port, served by waitress.
+
+    Bounded whatever clients do: ``threads`` worker threads answer the requests (one network thread
+    reads and writes every connection, so idle or slow clients hold no worker); at most
+    ``connection_limit`` connections are open at once, later ones wait in the listen backlog
+    (``backlog``); a connection idle for ``idle_timeout`` seconds, or still sending one request's
+    headers after ``request_timeout`` seconds, is closed. The port is bound in the constructor (an
+    ``OSError`` there, e.g. ``EADDRINUSE``); :meth:`start` starts serving.
+    """
+
+    THREADS = 4
+    BACKLOG = 1024
+    CONNECTION_LIMIT = 512
+    IDLE_TIMEOUT = 5
+    REQUEST_TIMEOUT = 10.0
 
     def __init__(self, metrics: Metrics, host: str, port: int,
                  readiness: Callable[[], tuple[bool, dict]] | None = None):
         self.metrics = metrics
         self.readiness = readiness or (lambda: (True, {}))
-        server_self = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, server_self.metrics.render(), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._send(200, b'{"status":"ok"}\n', "application/json")
-                elif path == "/readyz":
-                    try:
-                        ok, detail = server_self.readiness()
-                    except Exception as exc:  # a failing check means "not ready", never a crash
-                        ok, detail = False, {"error": str(exc)}
-                    body = json.dumps({"ready": ok, **detail}, sort_keys=True).encode() + b"\n"
-                    self._send(200 if ok else 503, body, "application/json")
-                else:
-                    self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
-
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt: str, *args: object) -> None:
-                log.debug("http: " + fmt, *args)
-
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
-        self._httpd.daemon_threads = True
-        self.host, self.port = self._httpd.server_address[:2]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="reidd-metrics", daemon=True)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            self.host, self.port = sock.getsockname()[:2]
+            # requests waiting for a free worker are the bound doing its job, not worth a line each
+            logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+            self._server = _Server(
+                self._app, {}, _sock=sock, bind_socket=False, sockinfo=(family, socket.SOCK_STREAM, 0, (host, self.port)),
+                sockets=[sock], threads=self.THREADS, backlog=self.BACKLOG,
+                connection_limit=self.CONNECTION_LIMIT, channel_timeout=self.IDLE_TIMEOUT, cleanup_interval=1,
+                asyncore_use_poll=True,  # select() fails past fd 1023
+                max_request_header_size=16384, max_request_body_size=65536,
+                log_socket_errors=False,  # a scraper resetting its connection is not worth a traceback
+                ident="reidd", clear_untrusted_proxy_headers=False,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self._server.request_timeout = self.REQUEST_TIMEOUT
+        self._thread = threading.Thread(target=self._server.run, name="reidd-metrics", daemon=True)
+        self._stopped = False
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
 
     def start(self) -> "MetricsServer":
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        """Close the port and every connection, stop the threads; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        server = self._server
+
+        def close_all() -> None:  # in the network thread, which returns once nothing is left to watch
+            for obj in list(server._map.values()):
+                if obj is not server and obj is not server.trigger:
+                    obj.handle_close()
+            server.close()
+
+        if self._thread.is_alive():
+            server.trigger.pull_trigger(close_all)
+            self._thread.join(timeout=10)
+        else:
+            close_all()
+        server.task_dispatcher.shutdown(timeout=5)
+
+    # ------------------------------------------------------------------ the WSGI application
+    def _app(self, environ: dict, start_response: Callable) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "")
+        if method not in ("GET", "HEAD"):
+            code, body, ctype = 405, b"only GET and HEAD\n", "text/plain"
+        elif path == "/metrics":
+            code, body, ctype = 200, self.metrics.render(), CONTENT_TYPE_LATEST
+        elif path == "/healthz":
+            code, body, ctype = 200, b'{"status":"ok"}\n', "application/json"
+        elif path == "/readyz":
+            try:
+                ok, detail = self.readiness()
+            except Exception as exc:  # a failing check means "not ready", never a crash
+                ok, detail = False, {"error": str(exc)}
+            body = json.dumps({"ready": ok, **detail}, sort_keys=True).encode() + b"\n"
+            code, ctype = (200 if ok else 503), "application/json"
+        else:
+            code, body, ctype = 404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain"
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+        if code == 405:
+            headers.append(("Allow", "GET, HEAD"))
+        start_response(f"{code} {HTTPStatus(code).phrase}", headers)
+        log.debug("http: %s %s %d", method, path, code)
+        return [] if method == "HEAD" else [body]  # HEAD: the GET's headers, no body (waitress sends what it gets)

@@ -51,7 +51,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import faiss
+# faiss' loader tries its AVX512 build first and logs the ModuleNotFoundError of the fallback at INFO, which
+# reads like a failure at every start: its steps only from WARNING up (a real load failure is an ERROR). This
+# is reidd's only import of faiss, so it runs before faiss is first imported.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+import faiss  # noqa: E402
 import numpy as np
 
 log = logging.getLogger(__name__)

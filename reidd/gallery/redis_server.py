@@ -5,7 +5,8 @@ starts :class:`EmbeddedRedis` on ``cfg.state_dir``. The embedded server:
 
 * is a child process (``daemonize no``) in its own session, so a Ctrl-C aimed at the daemon does not
   kill Redis before the daemon has drained; :meth:`EmbeddedRedis.stop` (also registered with
-  ``atexit``) shuts it down with a save;
+  ``atexit``) shuts it down with a save. On Linux it also gets SIGTERM (and saves) as soon as the
+  daemon dies, even by SIGKILL (``prctl(PR_SET_PDEATHSIG)``), so it never outlives the daemon;
 * listens on 127.0.0.1 only, on a free TCP port when ``port=0``, with no unix socket, and requires a
   password drawn afresh at every start (``requirepass``): other local users can reach the port but not
   the gallery or the events. The password travels only in the URL ``start()`` returns and in the
@@ -13,21 +14,28 @@ starts :class:`EmbeddedRedis` on ``cfg.state_dir``. The embedded server:
 * keeps its data in ``state_dir`` (append-only file plus RDB snapshots when ``persist``), writes its
   config, log and pid file there, and holds an exclusive lock file so two daemons never run a server
   on the same folder. A server left behind by a killed daemon (its pid file names a live
-  ``redis-server``) is shut down before a new one starts.
+  ``redis-server`` working in ``state_dir``: elsewhere than Linux, or started from a thread other than
+  the main one) is shut down before a new one starts, with a warning naming it.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
+import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -40,6 +48,10 @@ from reidd.config import redact_url
 
 if TYPE_CHECKING:
     from reidd.config import GalleryConfig
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class RedisUnavailable(RuntimeError):
@@ -231,6 +243,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
         client = self._client(timeout=1.0)
         deadline = time.monotonic() + timeout
@@ -297,14 +310,47 @@ class EmbeddedRedis:
         except (OSError, ValueError):
             return
         if pid > 0 and _is_redis_process(pid, self.state_dir):
+            log.warning(
+                "gallery.state_dir %s: stopping redis-server pid %d, left running by a previous reidd run "
+                "that did not exit cleanly (killed, or crashed before stopping it); it saves its data first",
+                self.state_dir, pid,
+            )
             os.kill(pid, signal.SIGTERM)  # redis saves on SIGTERM when persistence is on
             deadline = time.monotonic() + 15
             while _is_redis_process(pid, self.state_dir) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if _is_redis_process(pid, self.state_dir):
+                log.warning("gallery.state_dir %s: redis-server pid %d did not stop within 15 s of SIGTERM; "
+                            "killed (its last writes may be lost)", self.state_dir, pid)
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send the child SIGTERM when this process dies (Linux only).
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child ends, so it is used only from the
+    main thread (whose end is the process's); elsewhere, or without prctl, None: a server left behind
+    is then stopped by the next start (:meth:`EmbeddedRedis._reap_stale`). The function runs between
+    fork and exec, so it only calls into libc."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    term = int(signal.SIGTERM)
+
+    def set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, term, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os._exit(1)
+
+    return set_parent_death_signal
 
 
 def _write_private(path: Path, text: str) -> None:
