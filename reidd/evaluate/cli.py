@@ -42,13 +42,30 @@ def register(subparsers: Any) -> None:
                    help="image: image vs image; image-track: image queries vs gallery tracks (mean feature); "
                         "track: query tracks vs gallery tracks. Samples without a track are their own track.")
     p.add_argument("--rerank", nargs="+", default=["none"],
-                   choices=["none", "kreciprocal", "qe", "aqe", "dba", "track-avg"],
+                   choices=["none", "kreciprocal", "qe", "aqe", "dba", "track-avg", "diffusion", "attributes",
+                            "kreciprocal+attributes", "diffusion+attributes"],
                    help="Re-ranking variants to report (several allowed): k-reciprocal, average query expansion, "
-                        "alpha-QE (alpha=3), database augmentation, gallery track distance averaging.")
+                        "alpha-QE (alpha=3), database augmentation, gallery track distance averaging, diffusion on "
+                        "the gallery's mutual-kNN graph, colour/type agreement (--attribute-model) alone or added "
+                        "to k-reciprocal or diffusion.")
     p.add_argument("--k1", type=int, default=20, help="k-reciprocal k1.")
     p.add_argument("--k2", type=int, default=6, help="k-reciprocal k2.")
     p.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, help="k-reciprocal lambda.")
     p.add_argument("--qe-k", type=int, default=5, help="Neighbours of QE / AQE / DBA.")
+    p.add_argument("--diffusion-k", type=int, default=10, help="Diffusion: mutual-kNN size of the gallery graph and "
+                   "seed neighbours of each query.")
+    p.add_argument("--diffusion-alpha", type=float, default=0.9, help="Diffusion: walk continuation, in (0, 1).")
+    p.add_argument("--diffusion-gamma", type=float, default=3.0, help="Diffusion: exponent on the cosine affinities.")
+    p.add_argument("--diffusion-truncation", type=int, default=1000,
+                   help="Diffusion: most similar gallery items per query that take part.")
+    p.add_argument("--diffusion-iterations", type=int, default=20, help="Diffusion: conjugate-gradient iterations.")
+    p.add_argument("--attribute-model", metavar="XML",
+                   help="OpenVINO IR of vehicle-attributes-recognition-barrier-0039 (colour and type of every crop), "
+                        "for the *attributes re-rankings.")
+    p.add_argument("--attribute-weight", type=float, default=0.05,
+                   help="Attributes: distance subtracted per unit of colour+type log likelihood ratio.")
+    p.add_argument("--attribute-clip", type=float, default=1.5,
+                   help="Attributes: bound on a pair's log likelihood ratio.")
     p.add_argument("--scales", default="1.0", help="Comma-separated input scales averaged per image, e.g. 1.0,1.25.")
     p.add_argument("--flip", action="store_true", help="Also average the horizontally flipped image's embedding.")
     p.add_argument("--batch-size", type=int, default=64, help="Images per forward pass.")
@@ -81,12 +98,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not scales or min(scales) <= 0:
         return _err(f"--scales: positive numbers expected, got '{args.scales}'")
     progress = not args.no_progress
+    extra = _rerank_options(args)
+    if isinstance(extra, int):
+        return extra
     try:
         ds = load_dataset(args.data, args.layout, val_identities=args.val_identities, seed=args.seed,
                           on_bad=args.on_bad, progress=progress)
     except DatasetError as exc:
         return _err(str(exc))
     print(ds.summary(), file=sys.stderr)
+    if extra["attribute_model"] is not None:
+        from reidd.reid.features import ImageReadError
+
+        try:
+            extra["attributes"] = (extra["attribute_model"].predict_files([s.path for s in ds.query]),
+                                   extra["attribute_model"].predict_files([s.path for s in ds.gallery]))
+        except ImageReadError as exc:
+            return _err(f"--attribute-model: {exc}")
     models: list[tuple[str, Any]] = []
     try:
         for path in args.model:
@@ -98,7 +126,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _err(str(exc))
     metrics = ("cosine", "euclidean") if args.metric == "both" else (args.metric,)
     kw = dict(metrics=metrics, mode=args.mode, reranks=tuple(dict.fromkeys(args.rerank)), k1=args.k1, k2=args.k2,
-              lambda_value=args.lambda_value, qe_k=args.qe_k, progress=False)
+              lambda_value=args.lambda_value, qe_k=args.qe_k, progress=False, diffusion=extra["diffusion"],
+              attributes=extra.get("attributes"), attribute_params=extra["attribute_params"])
     rows, feats, speed = [], [], {}
     for name, model in models:
         try:
@@ -120,6 +149,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = {
         "dataset": ds.name, "data": str(args.data), "mode": args.mode, "scales": list(scales), "flip": args.flip,
         "num_query": len(ds.query), "num_gallery": len(ds.gallery), "images_per_s": speed,
+        "diffusion": vars(extra["diffusion"]) if "diffusion" in kw["reranks"] or "diffusion+attributes" in kw["reranks"]
+        else None,
+        "attributes": None if extra["attribute_model"] is None else {
+            "model": str(extra["attribute_model"].path), **vars(extra["attribute_params"])},
         "results": [{"model": r.model, "metric": r.metric, "rerank": r.rerank, **r.result} for r in rows],
     }
     (out / "results.json").write_text(json.dumps(result, indent=2))
@@ -128,3 +161,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
              title=f"CMC on {ds.name} ({args.mode})")
     print(f"wrote {out / 'results.json'} and {out / 'cmc.png'}", file=sys.stderr)
     return 0
+
+
+def _rerank_options(args: argparse.Namespace) -> dict[str, Any] | int:
+    """The diffusion and attribute settings checked, the attribute model loaded when a re-ranking uses it;
+    an int (the exit status, the error printed) when something is wrong."""
+    from reidd.evaluate.attributes import AttributeModel, AttributeModelError, AttributeParams
+    from reidd.evaluate.diffusion import DiffusionParams
+
+    try:
+        diffusion = DiffusionParams(k=args.diffusion_k, alpha=args.diffusion_alpha, gamma=args.diffusion_gamma,
+                                    truncation=args.diffusion_truncation, iterations=args.diffusion_iterations).check()
+    except ValueError as exc:
+        return _err(f"--diffusion-{exc}")
+    try:
+        params = AttributeParams(weight=args.attribute_weight, clip=args.attribute_clip).check()
+    except ValueError as exc:
+        return _err(f"--attribute-{exc}")
+    wanted = [r for r in args.rerank if r.endswith("attributes")]
+    model = None
+    if wanted and not args.attribute_model:
+        return _err(f"--attribute-model: --rerank {wanted[0]} needs the colour/type model "
+                    "(vehicle-attributes-recognition-barrier-0039.xml)")
+    if wanted:
+        try:
+            model = AttributeModel(args.attribute_model, batch_size=args.batch_size)
+        except AttributeModelError as exc:
+            return _err(f"--attribute-model: {exc}")
+    elif args.attribute_model:
+        print("note: --attribute-model is only used by the *attributes re-rankings; not loaded", file=sys.stderr)
+    return {"diffusion": diffusion, "attribute_params": params, "attribute_model": model}

@@ -14,6 +14,9 @@ import pytest
 # matplotlib builds its font cache on first use by running fc-list; on a fresh machine that would happen inside
 # whichever test plots first. Done here, before the guard, so the guard sees only the tests' own processes.
 import matplotlib.font_manager  # noqa: E402,F401
+# torch probes CUDA on import (it runs ldconfig): import it here too, so a test that imports torch first is
+# not refused for torch's own process
+import torch  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)
