@@ -269,7 +269,9 @@ def build_backbone(name: str, pretrained: str | Path | bool = True, *, allow_ran
     if pretrained is True:
         loader = entry.imagenet_loader()
         if loader is None:
-            raise PretrainedUnavailable(f"{name} has no ImageNet weights: pass a local state_dict file as pretrained")
+            raise PretrainedUnavailable(
+                f"{name} has no ImageNet weights (it is trained from scratch): set pretrained to none "
+                "(--pretrained none), or pass a local state_dict file as pretrained")
         try:
             loader(net, name)
         except PretrainedUnavailable as exc:
@@ -277,5 +279,9 @@ def build_backbone(name: str, pretrained: str | Path | bool = True, *, allow_ran
                 raise
             warnings.warn(f"{exc} -- using random init", stacklevel=2)
         return net
-    load_backbone_weights(net, pretrained)
+    own_loader = getattr(net, "load_pretrained", None)  # a backbone with its own weight format (clip_vit)
+    if callable(own_loader):
+        own_loader(pretrained)
+    else:
+        load_backbone_weights(net, pretrained)
     return net

@@ -51,6 +51,15 @@ BACKBONES: dict[str, BackboneEntry] = {
                       "torchvision ResNet-18, 512-d; ImageNet weights download from torchvision"),
         BackboneEntry("resnet50", "reidd.reid.backbones:resnet50", "reidd.reid.backbones:load_resnet_imagenet", 5,
                       "torchvision ResNet-50, 2048-d; ImageNet weights download from torchvision"),
+        BackboneEntry("glamor", "reidd.reid.glamor:glamor", None, 5,
+                      "GLAMOR (global + local attention ResNet, BatchNorm), 512-d; trained from scratch "
+                      "(pretrained: none)"),
+        BackboneEntry("glamor_gn", "reidd.reid.glamor:glamor_gn", None, 5,
+                      "GLAMOR with GroupNorm, 512-d; trained from scratch (pretrained: none)"),
+        BackboneEntry("clip_vit", "reidd.reid.clip_branch:clip_vit", "reidd.reid.clip_branch:load_clip_vit_pretrained",
+                      11, "CLIP ViT-B/16 + fine-grained enhancement fused with EfficientNet-Lite0, 1792-d; CLIP "
+                      "weights from a local file (pretrained: PATH)",
+                      mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)),
     )
 }
 BACKBONE_NAMES: tuple[str, ...] = tuple(BACKBONES)
