@@ -210,6 +210,14 @@ class Embedder:
         try:
             model = build_model(spec, pretrained=True)
         except PretrainedUnavailable as exc:
+            from reidd.reid.registry import BACKBONES
+
+            if BACKBONES[spec.backbone].imagenet is None:  # a backbone trained from scratch has nothing to start from
+                raise EmbedderError(
+                    f"reid.backbone: '{spec.backbone}' has no ImageNet weights (it is trained from scratch): set "
+                    f"reid.weights to a checkpoint trained with `reidd train --backbone {spec.backbone} "
+                    "--pretrained none`, or use backbone efficientnet_lite0 (works offline)"
+                ) from exc
             raise EmbedderError(
                 f"reid.backbone: ImageNet weights for '{spec.backbone}' are not available here ({exc}); "
                 "set reid.weights to a checkpoint or use backbone efficientnet_lite0 (works offline)"

@@ -149,5 +149,6 @@ def test_daemon_embedder_embeds_with_a_glamor_checkpoint_and_its_onnx(tmp_path: 
         outs.append(e.embedding)
     assert np.abs(outs[0] - outs[1]).max() < 1e-4
     # without weights a from-scratch backbone is refused with a message naming reid.weights
-    with pytest.raises(EmbedderError, match=r"reid\.weights"):
+    with pytest.raises(EmbedderError, match=r"reid\.backbone: 'glamor' has no ImageNet weights.*set reid\.weights to a "
+                                            r"checkpoint trained with `reidd train --backbone glamor --pretrained none`"):
         Embedder(ReidConfig(backbone="glamor", runtime="torch"))
