@@ -176,7 +176,8 @@ class ReidRuntime:
         """Readiness of the re-ID side: ``(ok, detail)``; ``ok`` is False while events are being lost.
 
         ``detail``: ``redis`` (PING answered), ``gallery`` (:meth:`Gallery.health`: ``degraded`` for a while
-        after Redis lost its data), ``spool_depth`` (the spool's own counter, the same number
+        after Redis lost its data), ``embedding`` (:meth:`ReidStage.embedding_health`: ``degraded`` while live
+        embedding fails), ``spool_depth`` (the spool's own counter, the same number
         ``reidd_event_spool_depth`` reports) and ``events`` (see :func:`events_readiness`): ``state`` is
         ``ok``; ``degraded`` (still ready: Redis unreachable or rejecting writes while the spool takes the
         events, which are delivered in order later, or the spool not writable while Redis takes them); or
@@ -192,7 +193,7 @@ class ReidRuntime:
         self.metrics.redis_up.set(1.0 if redis_ok else 0.0)
         ok, events = events_readiness(self.stream_sink.health(), redis_ok, self.publish_grace_s)
         return ok, {"redis": redis_ok, "spool_depth": events["spool_depth"], "events": events,
-                    "gallery": self.gallery.health()}
+                    "gallery": self.gallery.health(), "embedding": self.stage.embedding_health()}
 
     def finish(self) -> None:
         """Decide everything pending and deliver the events (Redis down: they stay in the spool)."""

@@ -89,6 +89,11 @@ class Metrics:
         self.embedder_latency = Histogram(
             "reidd_embedder_latency_seconds", "Embedder call latency (one batch).", buckets=_LAT_BUCKETS, registry=r
         )
+        self.embedder_failures = Counter(
+            "reidd_embedder_failures_total",
+            "Live embedding batches that failed (logged): their tracklets got new global ids without matching.",
+            registry=r,
+        )
         self.embedder_batch = Histogram(
             "reidd_embedder_batch_size", "Crops per embedder call.", buckets=_BATCH_BUCKETS, registry=r
         )

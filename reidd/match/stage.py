@@ -112,6 +112,7 @@ class ReidStage:
         self._lock = threading.Lock()
         self._crop_paths: dict[str, str | None] = {}
         self._no_crops: list[tuple[float, int, Tracklet]] = []  # tracklets without crops, decided like the rest
+        self._not_embedded: dict[str, str] = {}  # tracklet id -> why its embedding failed (live), for its event
         self._seq = 0
         self.tracklets = 0
         self.matches = 0
@@ -197,8 +198,10 @@ class ReidStage:
             self._worker = None
         self._raise_worker_error()
 
-    def submit_embedded(self, embs: list[TrackletEmbedding | None], tracklets: list[Tracklet] | None = None) -> None:
-        """Hand embedded tracklets (None: a tracklet without crops, taken from ``tracklets``) to the matcher."""
+    def submit_embedded(self, embs: list[TrackletEmbedding | None], tracklets: list[Tracklet] | None = None,
+                        failed: str | None = None) -> None:
+        """Hand embedded tracklets (None: a tracklet without crops, taken from ``tracklets``) to the matcher.
+        ``failed``: the embedding of this batch failed with that error (every embedding is None)."""
         with self._lock:
             for i, e in enumerate(embs):
                 if self.recorder is not None:
@@ -213,8 +216,27 @@ class ReidStage:
                     self.matcher.submit(e)
                 elif tracklets is not None:
                     t = tracklets[i]
+                    if failed is not None and t.crops:
+                        self._not_embedded[t.tracklet_id] = failed
+                        t = dataclasses.replace(t, crops=[])  # decided without them: do not keep the pixels
                     self._seq += 1
                     heapq.heappush(self._no_crops, (t.last_ts, self._seq, t))
+
+    #: after a failed live embedding, readiness stays degraded this long
+    EMBED_FAILURE_S = 60.0
+
+    def embedding_health(self) -> dict:
+        """``state`` ``ok``, or ``degraded`` (with the ``reason``) within ``EMBED_FAILURE_S`` of a failed live
+        embedding (its tracklets got new ids, unmatched); ``failures``: failed batches since start."""
+        b = self._batcher
+        out: dict = {"state": "ok", "failures": 0 if b is None else b.errors}
+        if b is not None and b.last_error_mono is not None:
+            ago = time.monotonic() - b.last_error_mono
+            if ago < self.EMBED_FAILURE_S:
+                out["state"] = "degraded"
+                out["reason"] = (f"embedding failed {ago:.0f} s ago ({b.last_error}): those tracklets got new ids "
+                                 "without matching")
+        return out
 
     # ------------------------------------------------------------------ decisions
     def tick(self, now_ts: float | None) -> None:
@@ -239,8 +261,13 @@ class ReidStage:
                         self._seq += 1
                         heapq.heappush(self._no_crops, (t2.last_ts, self._seq, t2))
                 break
-            self._publish_tracklet(t, gid, {"reason": "no crop to embed (boxes too small): a new id, not matched"})
+            failed = self._not_embedded.pop(t.tracklet_id, None)
+            reason = (f"embedding failed ({failed}): a new id, not matched" if failed is not None
+                      else "no crop to embed (boxes too small): a new id, not matched")
+            self._publish_tracklet(t, gid, {"reason": reason})
         self.metrics.gallery_entries.set(len(self.matcher.gallery))
+        if self._batcher is not None:
+            self.metrics.export_total(self.metrics.embedder_failures, f"stage-{id(self)}", self._batcher.errors)
         self.metrics.redis_up.set(1.0 if self.matcher.redis_ok else 0.0)
 
     def _publish_decision(self, d: Decision) -> None:

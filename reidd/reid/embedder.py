@@ -325,9 +325,14 @@ class Embedder:
 
 
 class BatchingEmbedder:
-    """Live mode: a worker thread batches tracklets from all cameras (``max_batch`` crops / ``max_wait_ms``)."""
+    """Live mode: a worker thread batches tracklets from all cameras (``max_batch`` crops / ``max_wait_ms``).
 
-    def __init__(self, embedder: Embedder, on_result: Callable[[list[TrackletEmbedding | None], list[Tracklet]], None],
+    ``on_result(embeddings, tracklets, failed)`` receives every batch: ``failed`` is None, or the error that made
+    its embedding fail (then every embedding is None: the tracklets still go on, unmatched, so no event is lost).
+    """
+
+    def __init__(self, embedder: Embedder,
+                 on_result: Callable[[list[TrackletEmbedding | None], list[Tracklet], str | None], None],
                  max_pending: int = 10_000):
         self.embedder = embedder
         self.on_result = on_result
@@ -335,7 +340,10 @@ class BatchingEmbedder:
         self._thread = threading.Thread(target=self._loop, name="reidd-embedder", daemon=True)
         self._cv = threading.Condition()
         self._outstanding = 0  # submitted and not yet handed to on_result
-        self.errors = 0
+        self.errors = 0  # batches whose embedding failed
+        self.handoff_errors = 0  # batches whose on_result raised
+        self.last_error: str | None = None
+        self.last_error_mono: float | None = None  # time.monotonic() of the last failure
 
     def start(self) -> "BatchingEmbedder":
         self._thread.start()
@@ -370,11 +378,20 @@ class BatchingEmbedder:
                     break
                 batch.append(t)
                 n += len(t.crops)
+            failed = None
             try:
-                self.on_result(self.embedder.embed_tracklets(batch), batch)
-            except Exception:  # keep serving; the failure is logged and counted
+                embs = self.embedder.embed_tracklets(batch)
+            except Exception as exc:  # keep serving; logged, counted, and the tracklets go on unmatched
                 self.errors += 1
-                log.exception("embedding a batch of %d tracklets failed", len(batch))
+                failed = self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error_mono = time.monotonic()
+                log.exception("embedding a batch of %d tracklets failed: they get new ids, unmatched", len(batch))
+                embs = [None] * len(batch)
+            try:
+                self.on_result(embs, batch, failed)
+            except Exception:
+                self.handoff_errors += 1
+                log.exception("handing %d embedded tracklets to the matcher failed", len(batch))
             with self._cv:
                 self._outstanding -= len(batch)
                 self._cv.notify_all()

@@ -41,6 +41,7 @@ MAY_STAY_ZERO = {
     "reidd_gallery_backlog_entries": "Redis is up (covered by the outage test below)",
     "reidd_gallery_backlog_dropped": "Redis is up (covered by the outage test below)",
     "reidd_fragments_joined": "whether a track breaks depends on the scene (covered below)",
+    "reidd_embedder_failures": "embedding does not fail (failures: tests/integration/test_embedding_failure.py)",
     "reidd_gallery_data_loss": "Redis keeps its data (losses: tests/integration/test_global_ids.py)",
 }
 

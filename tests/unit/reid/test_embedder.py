@@ -142,7 +142,8 @@ def test_batching_embedder_serves_all_cameras(embedders) -> None:
     got: list = []
     done = threading.Event()
 
-    def on_result(embs, batch) -> None:
+    def on_result(embs, batch, failed) -> None:
+        assert failed is None
         got.extend(zip(embs, batch))
         if len(got) >= 6:
             done.set()
@@ -155,4 +156,4 @@ def test_batching_embedder_serves_all_cameras(embedders) -> None:
     finally:
         be.close()
     assert sorted((t.camera_id, t.local_id) for _, t in got) == [(c, i) for c in "ab" for i in range(3)]
-    assert all(e is not None and e.tracklet is t for e, t in got) and be.errors == 0
+    assert all(e is not None and e.tracklet is t for e, t in got) and be.errors == be.handoff_errors == 0
