@@ -217,6 +217,8 @@ class Match:
     similarity: float
     transit_s: float
     global_id: int
+    gallery_first_ts: float  # the matched entry's times (the match event carries them)
+    gallery_last_ts: float
 
 
 @dataclass(slots=True)

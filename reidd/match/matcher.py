@@ -282,7 +282,8 @@ class Matcher:
             c = pd.chosen
             gid = c.global_id
             self._claim((c.entry_id, t.camera_id))
-            m = Match(t.tracklet_id, t.camera_id, c.entry_id, c.camera_id, c.cosine, c.transit_s, gid)
+            m = Match(t.tracklet_id, t.camera_id, c.entry_id, c.camera_id, c.cosine, c.transit_s, gid,
+                      c.first_ts, c.last_ts)
             first = Decision(q, gid, m, best_cos, explanation, c.score)
             log.info("match %s -> %s score=%.2f cos=%.3f transit=%.1fs gid=%d (%s)", t.tracklet_id, c.entry_id,
                      c.score, c.cosine, c.transit_s, gid, pd.reason)
@@ -315,7 +316,8 @@ class Matcher:
             self._claim((other.tracklet_id, t.camera_id))
             cos = float(np.dot(q.embedding, other.embedding))
             transit = t.first_ts - other.last_ts if t.first_ts >= other.last_ts else other.first_ts - t.last_ts
-            m = Match(t.tracklet_id, t.camera_id, other.tracklet_id, other.camera_id, cos, transit, gid)
+            m = Match(t.tracklet_id, t.camera_id, other.tracklet_id, other.camera_id, cos, transit, gid,
+                      other.first_ts, other.last_ts)
         g.gid = gid
         log.info("restart: %s keeps gid=%d%s", t.tracklet_id, gid, f" (match {matched})" if m else "")
         first = Decision(q, gid, m, None, explanation, None, prior=True)

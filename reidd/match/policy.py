@@ -127,6 +127,8 @@ class Scored:
     class_term: float
     score: float  # z + colour term + class term + transit term
     transit_term: float = 0.0  # log-likelihood ratio of the transit time (learned) against a uniform window
+    first_ts: float = 0.0  # the entry's own times (a match event reports them)
+    last_ts: float = 0.0
 
     def explain(self) -> dict:
         return {"entry": self.entry_id, "camera": self.camera_id, "gid": self.global_id,
@@ -280,7 +282,7 @@ class AssociationPolicy:
             tt = self._transit_term((c.camera_id, q.camera_id), transit)
             out.append(Scored(c.entry_id, c.camera_id, c.global_id, float(transit),
                               float(np.dot(q.embedding, c.embedding)), adj, float(z), bc, cls_term,
-                              float(z + colour_term + cls_term + tt), tt))
+                              float(z + colour_term + cls_term + tt), tt, float(c.first_ts), float(c.last_ts)))
         if record:
             for pair, vals in raw_by_pair.items():
                 self._record(pair, vals)

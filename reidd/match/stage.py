@@ -279,9 +279,8 @@ class ReidStage:
             self.matches += 1
             self.metrics.matches.labels(camera=m.query_camera, gallery_camera=m.gallery_camera).inc()
             self.metrics.similarity.observe(m.similarity)
-            g = self.matcher.entry(m.gallery_id)
             gref = {"tracklet_id": m.gallery_id, "camera_id": m.gallery_camera,
-                    "first_ts": g.first_ts if g else 0.0, "last_ts": g.last_ts if g else 0.0}
+                    "first_ts": m.gallery_first_ts, "last_ts": m.gallery_last_ts}
             qref = {"tracklet_id": t.tracklet_id, "camera_id": t.camera_id, "first_ts": t.first_ts,
                     "last_ts": t.last_ts}
             self.publish(match_event(query=qref, gallery=gref, similarity=round(m.similarity, 6),

@@ -47,3 +47,7 @@ def test_matcher_joins_fragments_into_one_vehicle(redis_proc) -> None:
     assert sum(d.match is not None for d in out) == 1
     linked = next(d for d in out if d.match is not None)
     assert linked.explanation["candidates"][0]["gid"] == gid and "best of" in linked.explanation["reason"]
+    # the match carries the matched entry's own times (its event needs them; no second trip to Redis)
+    c1 = next(d.query.tracklet for d in first if d.query.tracklet.local_id == 1)
+    assert linked.match.gallery_id == c1.tracklet_id
+    assert (linked.match.gallery_first_ts, linked.match.gallery_last_ts) == (c1.first_ts, c1.last_ts)
