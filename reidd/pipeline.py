@@ -381,10 +381,6 @@ class Pipeline:
         self._emit(closed)
         self._tick(max(f.ts for f in batch))
 
-    def now(self) -> float | None:
-        """The pipeline clock: the latest frame time processed (media time in replay, wall clock live)."""
-        return self._clock_ts
-
     def _tick(self, ts: float, advance: bool = True) -> None:
         """Run the tick hooks at ``ts``; with ``advance`` also move the pipeline clock to it."""
         if advance:

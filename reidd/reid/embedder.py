@@ -86,12 +86,6 @@ def pool_groups(feats: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor 
     return F.normalize(sums, dim=1)
 
 
-def pool_features(feats: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Pool one tracklet's crop features (see :func:`pool_groups`)."""
-    owner = torch.zeros(len(feats), dtype=torch.long, device=feats.device)
-    return pool_groups(feats, owner, weights, 1)[0]
-
-
 class TorchBackend:
     """A :class:`~reidd.reid.model.ReidModel` run by PyTorch on its device: autocast to ``dtype`` when it
     is not fp32, channels_last on CUDA."""

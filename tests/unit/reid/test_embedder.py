@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from reidd.config import ReidConfig
-from reidd.reid.embedder import BatchingEmbedder, Embedder, EmbedderError, pool_features
+from reidd.reid.embedder import BatchingEmbedder, Embedder, EmbedderError, pool_groups
 from reidd.types import BoxRecord, Crop, Tracklet
 
 
@@ -32,12 +32,13 @@ def tracklet(cam: str, local_id: int, n_crops: int, seed: int) -> Tracklet:
     return Tracklet(cam, local_id, 0, boxes, crops, "lost", 2)
 
 
-def test_pool_features_weighted_and_plain() -> None:
-    f = torch.tensor([[3.0, 0.0], [0.0, 2.0]])
-    plain = pool_features(f, None)  # rows normalised first: mean of (1,0) and (0,1)
-    assert torch.allclose(plain, torch.tensor([1.0, 1.0]) / 2**0.5)
-    weighted = pool_features(f, torch.tensor([3.0, 1.0]))  # 3:1 towards the first row, re-normalised
-    assert torch.allclose(weighted, torch.tensor([3.0, 1.0]) / 10**0.5, atol=1e-5)
+def test_pool_groups_weighted_and_plain() -> None:
+    f = torch.tensor([[3.0, 0.0], [0.0, 2.0], [0.0, 5.0]])
+    owner = torch.tensor([0, 0, 1])  # rows 0-1 are one tracklet's crops, row 2 another's
+    plain = pool_groups(f, owner, None, 2)  # rows normalised first: mean of (1,0) and (0,1)
+    assert torch.allclose(plain[0], torch.tensor([1.0, 1.0]) / 2**0.5) and torch.allclose(plain[1], torch.tensor([0.0, 1.0]))
+    weighted = pool_groups(f, owner, torch.tensor([3.0, 1.0, 1.0]), 2)  # 3:1 towards the first row, re-normalised
+    assert torch.allclose(weighted[0], torch.tensor([3.0, 1.0]) / 10**0.5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
