@@ -410,7 +410,23 @@ def rematch(cfg_path: Path, run: Path, source: Path) -> float:
 
 COLUMNS = [("IDF1", "idf1"), ("c1", "idf1_c1"), ("c2", "idf1_c2"), ("c3", "idf1_c3"), ("recall", "recall"),
            ("agree", "xcam_agreement"), ("links", "xcam_links"), ("false", "xcam_false_links"),
-           ("FMR", "false_merge_rate"), ("fps", "fps")]
+           ("FMR", "false_merge_rate"), ("lat50", "latency_p50_s"), ("lat95", "latency_p95_s"), ("fps", "fps")]
+
+
+def decision_latency(events: Path) -> dict:
+    """p50 / p95 of ``association.decided_ts - last_ts`` over the tracklet events (seconds of media time)."""
+    import numpy as np
+
+    lat = []
+    for line in events.read_text().splitlines() if events.exists() else []:
+        ev = json.loads(line)
+        decided = (ev.get("association") or {}).get("decided_ts") if ev.get("type") == "tracklet" else None
+        if decided is not None:
+            lat.append(decided - ev["last_ts"])
+    if not lat:
+        return {"latency_p50_s": None, "latency_p95_s": None}
+    return {"latency_p50_s": round(float(np.percentile(lat, 50)), 3),
+            "latency_p95_s": round(float(np.percentile(lat, 95)), 3)}
 
 
 def row_of(res: dict, fps: float) -> dict:
@@ -437,7 +453,7 @@ def print_table(title: str, rows: list[tuple[str, dict]], columns: list[tuple[st
         for _, k in columns:
             v = r.get(k)
             cells.append(f"{'-':>8}" if v is None else f"{v:>8d}" if isinstance(v, int) else
-                         f"{v:>8.1f}" if k in ("fps", "ms_per_frame") else f"{v:>8.3f}")
+                         f"{v:>8.1f}" if k in ("fps", "ms_per_frame", "latency_p50_s", "latency_p95_s") else f"{v:>8.3f}")
         print(f"{name:<{width}}" + "".join(cells))
 
 
@@ -534,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     log(f"{setting} seed {seed}: replay")
                     fps = replay(cfg_path, run)
-                r = row_of(score(scene, run / "mtmc.txt"), fps)
+                r = {**row_of(score(scene, run / "mtmc.txt"), fps), **decision_latency(run / "events.jsonl")}
                 (run / "score.json").write_text(json.dumps(r, indent=1))
                 per_setting.setdefault(setting, []).append(r)
                 table.append((f"{setting} s{seed}", r))

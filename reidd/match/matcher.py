@@ -57,6 +57,7 @@ class Decision:
     score: float | None = None  # the accepted candidate's calibrated score
     new_vehicle: bool = False  # a new global id was allocated for it
     prior: bool = False  # decided before a restart: repeated, not decided again
+    decided_ts: float | None = None  # when it was decided, on the clock of last_ts (the ``now_ts`` of decide)
 
 
 _UNCHECKED = object()
@@ -238,7 +239,7 @@ class Matcher:
             self._followers = []
             self._commit(out)
             self._idle_sync()
-            return out
+            return self._stamped(out, now_ts)
         try:
             self.gallery.sync()
         except redis.RedisError as exc:
@@ -271,7 +272,14 @@ class Matcher:
         self.pending = [g for g, r in zip(self.pending, ready) if not r]
         self.redis_ok = True
         self._commit(out)
-        return out
+        return self._stamped(out, now_ts)
+
+    @staticmethod
+    def _stamped(decisions: list[Decision], now_ts: float) -> list[Decision]:
+        """Record when each decision was taken (fragments of decided groups at the end of input: their own end)."""
+        for d in decisions:
+            d.decided_ts = float(now_ts) if np.isfinite(now_ts) else d.query.tracklet.last_ts
+        return decisions
 
     def _group_decisions(self, g: _Group, pd: PolicyDecision, new_id: int | None) -> list[Decision]:
         q = g.first

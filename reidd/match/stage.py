@@ -264,7 +264,8 @@ class ReidStage:
             failed = self._not_embedded.pop(t.tracklet_id, None)
             reason = (f"embedding failed ({failed}): a new id, not matched" if failed is not None
                       else "no crop to embed (boxes too small): a new id, not matched")
-            self._publish_tracklet(t, gid, {"reason": reason})
+            decided = t.last_ts if now_ts is None else max(now_ts, t.last_ts)
+            self._publish_tracklet(t, gid, {"reason": reason, "decided_ts": round(decided, 6)})
         self.metrics.gallery_entries.set(len(self.matcher.gallery))
         if self._batcher is not None:
             self.metrics.export_total(self.metrics.embedder_failures, f"stage-{id(self)}", self._batcher.errors)
@@ -288,7 +289,10 @@ class ReidStage:
                                      daemon_id=self.daemon_id, score=d.score, explanation=d.explanation))
         elif d.new_vehicle:
             self.metrics.global_ids.inc()
-        self._publish_tracklet(t, d.global_id, d.explanation)
+        association = dict(d.explanation or {})
+        if d.decided_ts is not None:
+            association["decided_ts"] = round(d.decided_ts, 6)
+        self._publish_tracklet(t, d.global_id, association)
 
     def _publish_tracklet(self, t: Tracklet, gid: int, association: dict | None = None) -> None:
         self.tracklets += 1

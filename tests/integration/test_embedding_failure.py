@@ -71,3 +71,5 @@ def test_a_failed_live_embedding_loses_no_event_and_is_reported(tmp_path: Path) 
         assert got[tid]["association"]["reason"].startswith("embedding failed (RuntimeError: CUDA error")
     assert not got["c1:3:0"]["association"]["reason"].startswith("embedding failed")  # the next batch embeds
     assert len({e["global_id"] for e in got.values()}) == 3
+    # every event says when its id was decided, never before the tracklet ended
+    assert all(e["association"]["decided_ts"] >= e["last_ts"] for e in got.values())

@@ -51,3 +51,5 @@ def test_matcher_joins_fragments_into_one_vehicle(redis_proc) -> None:
     c1 = next(d.query.tracklet for d in first if d.query.tracklet.local_id == 1)
     assert linked.match.gallery_id == c1.tracklet_id
     assert (linked.match.gallery_first_ts, linked.match.gallery_last_ts) == (c1.first_ts, c1.last_ts)
+    # each decision says when it was taken, on the clock of the tracklets' times
+    assert {d.decided_ts for d in first} == {17.0} and {d.decided_ts for d in out} == {30.0}
