@@ -200,20 +200,50 @@ def _clean_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _is_torchscript(p: Path) -> bool:
+    """A zip archive holding TorchScript code (``constants.pkl`` or a ``code/`` folder)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        return False
+    with zipfile.ZipFile(p) as z:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def read_state_dict(p: Path) -> dict[str, torch.Tensor]:
+    """A local weights file as a state dict, without running code: ``.safetensors``, or a file
+    ``torch.load(weights_only=True)`` reads (a ``{"state_dict": ...}`` wrapper is unwrapped). ValueError otherwise."""
+    if p.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:
+            raise ValueError(f"{p}: reading .safetensors needs the package 'safetensors' "
+                             "(pip install safetensors)") from exc
+        try:
+            return load_file(str(p))
+        except Exception as exc:
+            raise ValueError(f"{p}: not a readable .safetensors file: {exc}") from exc
+    if _is_torchscript(p):  # weights_only refuses it anyway: say what the file is and how to convert it
+        raise ValueError(
+            f"{p}: a TorchScript archive (as OpenAI's CLIP .pt files are), not a state dict; convert it once "
+            "where you trust the file: torch.save(torch.jit.load(p, map_location='cpu').state_dict(), 'clip.pt')")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{p}: not a state dict readable with torch.load(weights_only=True): {exc}") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{p}: expected a dict of tensors (a state dict)")
+    return obj
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load a local ImageNet state_dict (torchvision / timm / lukemelas key names); classifier keys ignored."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {p}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{p}: not a readable PyTorch state_dict ({exc})") from exc
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{p}: expected a dict of tensors (a state_dict)")
-    sd = _clean_state_dict(obj)
+    sd = _clean_state_dict(read_state_dict(p))
     own = {k: v for k, v in backbone.state_dict().items() if not k.startswith(_HEAD_KEYS)}
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))

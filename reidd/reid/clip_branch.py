@@ -45,7 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidd.reid.backbones import EfficientNetLite0, PretrainedUnavailable, load_efficientnet_lite0_imagenet
+from reidd.reid.backbones import (
+    EfficientNetLite0,
+    PretrainedUnavailable,
+    load_efficientnet_lite0_imagenet,
+    read_state_dict,
+)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -266,39 +271,6 @@ def load_clip_vit_pretrained(net: nn.Module, name: str) -> None:
 _PREFIXES = ("module.", "model.", "state_dict.")
 
 
-def _is_torchscript(p: Path) -> bool:
-    """A zip archive holding TorchScript code (``constants.pkl`` or a ``code/`` folder)."""
-    import zipfile
-
-    if not zipfile.is_zipfile(p):
-        return False
-    with zipfile.ZipFile(p) as z:
-        return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
-
-
-def _read_state_dict(p: Path) -> dict[str, torch.Tensor]:
-    if p.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as exc:
-            raise ValueError(f"{p}: reading .safetensors needs the package 'safetensors' "
-                             "(pip install safetensors)") from exc
-        return load_file(str(p))
-    if _is_torchscript(p):  # torch.load would hand it to torch.jit.load, which runs the archive's code
-        raise ValueError(
-            f"{p}: a TorchScript archive (as OpenAI's CLIP .pt files are), not a state dict; convert it once "
-            "where you trust the file: torch.save(torch.jit.load(p, map_location='cpu').state_dict(), 'clip.pt')")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{p}: not a state dict readable with torch.load(weights_only=True): {exc}") from exc
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{p}: expected a dict of tensors (a state dict)")
-    return obj
-
-
 def clip_visual_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The visual tower's tensors with our names: drops wrapper prefixes, keeps ``visual.*`` when the file
     holds the whole CLIP model (text tower ignored), accepts a bare visual state dict."""
@@ -331,7 +303,7 @@ def load_clip_visual_weights(vit: ClipVisionTransformer, path: str | Path) -> No
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"CLIP weights file not found: {p}")
-    sd = clip_visual_state_dict(_read_state_dict(p))
+    sd = clip_visual_state_dict(read_state_dict(p))
     own = vit.state_dict()
     pos = sd.get("positional_embedding")
     if pos is not None and pos.ndim == 2 and pos.shape[1] == own["positional_embedding"].shape[1] \
