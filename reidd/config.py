@@ -338,6 +338,15 @@ class TrackletConfig(_Model):
     lost_frames: int = Field(
         30, ge=1, description="Close a tracklet when its track has not been seen for this many processed frames."
     )
+    exit_frames: int = Field(
+        5, ge=1,
+        description=(
+            "A track last seen touching the frame's edge (within border_margin) has most likely left: its tracklet "
+            "closes after this many unseen frames instead of lost_frames, so that it is decided sooner. Should the "
+            "tracker find it again, it goes on as the next segment (same local id and global id). At or above "
+            "lost_frames: off."
+        ),
+    )
     max_frames: int = Field(
         900, ge=10, description="A track still open after this many frames emits a 'periodic' tracklet and goes on."
     )
@@ -505,8 +514,32 @@ class MatchingConfig(_Model):
     wait_s: float | None = Field(
         None, ge=0,
         description=(
-            "Seconds a closed tracklet waits for rival queries before it is decided; unset = the widest transit "
-            "window of the topology (max_s - min_s, at most 60), or decision_window_s without a topology."
+            "Seconds a closed tracklet waits at most for rival queries before it is decided; unset = the widest "
+            "transit window of the topology (max_s - min_s, at most 60), half of it with early, or decision_window_s "
+            "without a topology."
+        ),
+    )
+    early: bool = Field(
+        True,
+        description=(
+            "Decide a tracklet as soon as nothing still to come can change its decision, within wait_s (needs a "
+            "topology): every tracklet that could be its candidate is in the gallery (the cameras linked into its "
+            "camera have processed past its window), and either no candidate comes close (best score below 0, "
+            "the typical stranger), or every query that could rival it for its best candidate has been seen (that "
+            "entry's transit window has passed in its camera, with no tracklet that started in it still open), or "
+            "its link scores early_score. Cameras of other daemons sharing the gallery are not known here: against "
+            "them a tracklet waits wait_s. Realistic-scene benchmark (ground-truth boxes, default embedder, seeds "
+            "11-13): decision latency p50/p95 13.1/13.4 s -> 2.5/6.7 s, IDF1 0.904 -> 0.888, false merges 0.010 -> "
+            "0.016."
+        ),
+    )
+    early_score: float | None = Field(
+        5.0,
+        description=(
+            "With early: a link scoring at least this is decided without waiting for rival queries (a later rival "
+            "would have to score within margin of it to change the decision). Unset: always wait for them. "
+            "Realistic-scene benchmark: 4 -> false merges 0.035, 5 -> 0.016 (as with none), p50 latency 2.9 s -> "
+            "2.5 s."
         ),
     )
     decision_window_s: float = Field(

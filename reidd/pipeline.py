@@ -33,7 +33,7 @@ from reidd.sources import CameraReader, SourceEnd, SourceState
 from reidd.sources.identity import recording_tag
 from reidd.telemetry import Metrics
 from reidd.track import CameraTracker, TrackletBuilder
-from reidd.types import Frame, Tracklet
+from reidd.types import CameraProgress, Frame, Progress, Tracklet
 
 log = logging.getLogger("reidd.pipeline")
 
@@ -111,7 +111,7 @@ class Pipeline:
         metrics: Metrics | None = None,
         detector: Detector | None = None,
         sinks: Sequence[TrackletSink] = (),
-        on_tick: Sequence[Callable[[float], None]] = (),
+        on_tick: Sequence[Callable[[float, Progress], None]] = (),
         restart_failed_after_s: float = 30.0,
         detect_ahead: bool = True,
     ):
@@ -138,6 +138,7 @@ class Pipeline:
         self.builders = {c.id: TrackletBuilder(c.id, cfg.tracklets, session if c.is_live else _recording_tag(c.url))
                          for c in self.cams}
         self.summary = {c.id: CameraSummary(c.id) for c in self.cams}
+        self._finished: set[str] = set()  # cameras whose source ended (and is not restarting)
         self.stage_seconds: dict[str, float] = {"detect": 0.0, "track": 0.0, "tracklets": 0.0, "sinks": 0.0}
         self._stop = threading.Event()
         self._drops: dict[str, _DropWatch] = {}
@@ -213,6 +214,7 @@ class Pipeline:
         if old is not None:  # a restart: the new reader counts its drops from 0
             self._dropped_before[cam_id] = self._dropped_before.get(cam_id, 0) + old.stats.frames_dropped
         self.readers[cam_id] = reader
+        self._finished.discard(cam_id)
         self._drops[cam_id] = _DropWatch()
         self._dropping.pop(cam_id, None)
         reader.start()
@@ -387,11 +389,23 @@ class Pipeline:
             self._clock_ts = ts if self._clock_ts is None else max(self._clock_ts, ts)
             self._clock_mono = time.monotonic()
             ts = self._clock_ts
+        progress = self.progress()
         for fn in self.on_tick:
-            fn(ts)
+            fn(ts, progress)
+
+    def progress(self) -> Progress:
+        """Each camera's :class:`~reidd.types.CameraProgress` (cameras with no frame yet are left out)."""
+        out: Progress = {}
+        for cam_id, b in self.builders.items():
+            if cam_id in self._finished:
+                out[cam_id] = CameraProgress(float("inf"))
+            elif b.last_ts is not None:
+                out[cam_id] = CameraProgress(b.last_ts, tuple(b.open_spans()))
+        return out
 
     def _camera_ended(self, end: SourceEnd) -> None:
         self._finish_pending()  # the camera's last frames are tracked before its tracklets are flushed
+        self._finished.add(end.camera_id)  # until a restart: no tracklet of it can come in between
         s = self.summary[end.camera_id]
         if end.error:
             s.error = end.error

@@ -43,7 +43,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _SIM_BUCKETS = tuple(round(x * 0.05, 2) for x in range(-4, 21))
 SOURCE_STATES = ("connecting", "streaming", "reconnecting", "failed", "finished", "stopped")
 #: ``reidd_tracklets_closed_total`` reasons (reidd.track.tracklets).
-CLOSE_REASONS = ("lost", "end", "periodic", "evicted")
+CLOSE_REASONS = ("lost", "exit", "end", "periodic", "evicted")
 #: ``reidd_events_total`` types.
 EVENT_TYPES = ("tracklet", "match")
 #: ``reidd_gallery_changes_total`` kinds: the keys of ``Gallery.stats``.
@@ -101,7 +101,7 @@ class Metrics:
                                    registry=r)
         self.open_tracklets = Gauge("reidd_open_tracklets", "Tracklets being built.", ["camera"], registry=r)
         self.tracklets_closed = Counter(
-            "reidd_tracklets_closed_total", "Tracklets closed, by reason (lost, end, periodic, evicted).",
+            "reidd_tracklets_closed_total", "Tracklets closed, by reason (lost, exit, end, periodic, evicted).",
             ["camera", "reason"], registry=r,
         )
         self.tracklets_dropped = Counter(

@@ -206,6 +206,20 @@ class TrackletEmbedding:
     colour: np.ndarray | None = None  # hue-saturation signature of the crops (reidd.reid.colour)
 
 
+@dataclass(frozen=True, slots=True)
+class CameraProgress:
+    """How far one camera's tracklets have reached the re-ID stage, for early decisions (reidd.match.matcher):
+    every tracklet of the camera that is not yet handed over is either one of ``open`` or ends after ``ts``."""
+
+    ts: float  # time of the camera's latest processed frame; inf once its source ended (nothing more comes)
+    open: tuple[tuple[float, float], ...] = ()  # (first_ts, last_ts so far) of its tracklets not handed over yet
+
+
+#: per camera id; a camera missing from it is one whose progress is unknown (nothing can be decided early
+#: against it)
+Progress = dict[str, CameraProgress]
+
+
 @dataclass(slots=True)
 class Match:
     """A decision that a new tracklet is the same vehicle as a gallery entry."""

@@ -7,10 +7,16 @@ assignment, ambiguity margin); this class does everything with state and I/O aro
    track: it started at most ``fragment_gap_s`` after the other ended, near where that one was heading,
    and looks alike); fragments form one *group* that is decided as one vehicle. Later ``periodic``
    segments of a long track join their track's group (or take its id) the same way.
-2. ``decide(now)``: a group is ready ``wait_s`` after its last tracklet closed (by then every rival
-   query for its candidates has been seen: the topology's widest transit window). Candidates are the
-   gallery's ``top_k`` nearest entries of other cameras (plus entries Redis has not taken yet); all
-   pending groups are assigned jointly, and only the ready ones are decided.
+2. ``decide(now, progress)``: a group is ready ``wait_s`` after its last tracklet closed (by then every rival
+   query for its candidates has been seen: the topology's widest transit window), or earlier
+   (``matching.early``) once nothing still to come can change its decision: every tracklet that could be
+   one of its candidates is in the gallery (the cameras linked into its camera have processed past its
+   window, per their :class:`~reidd.types.CameraProgress`), and either it links to nothing (a rival can
+   only take candidates away), or every query that could rival it for the entry it links to has been
+   seen (its camera has processed past that entry's window and has no open tracklet that started in it),
+   or its link scores at least ``matching.early_score``. Candidates are the gallery's ``top_k`` nearest
+   entries of other cameras (plus entries Redis has not taken yet); all pending groups are assigned
+   jointly, and only the ready ones are decided.
 3. A matched group takes the entry's global id (so ids chain c1 -> c2 -> c3); an unmatched one gets a
    new id from Redis (atomic). Every member becomes a gallery entry with that id.
 
@@ -39,8 +45,8 @@ import redis
 
 from reidd.config import MatchingConfig
 from reidd.gallery.store import Gallery, GalleryEntry
-from reidd.match.policy import AssociationPolicy, Candidate, PolicyDecision, Query
-from reidd.types import Match, TrackletEmbedding
+from reidd.match.policy import AssociationPolicy, Candidate, PolicyDecision, Query, Scored
+from reidd.types import Match, Progress, TrackletEmbedding
 
 log = logging.getLogger("reidd.match")
 
@@ -61,6 +67,11 @@ class Decision:
 
 
 _UNCHECKED = object()
+#: matching.early: a query whose best candidate scores below this (calibrated units: below the typical stranger)
+#: is decided as unlinked at once; one with a closer candidate waits for that candidate's rivals, as a link does
+EARLY_NO_LINK = 0.0
+#: the progress at the end of input: every camera's tracklets have all reached the matcher
+_ENDED: Progress = {}
 
 
 @dataclass
@@ -127,6 +138,8 @@ class Matcher:
         self.fragments_joined = 0
         self._last_warn = 0.0
         self._last_sync = 0.0
+        self._now: float | None = None  # the latest ``now_ts`` decided at
+        self.decided_early = 0  # groups decided before their full wait (matching.early)
 
     @property
     def pending_count(self) -> int:
@@ -194,16 +207,25 @@ class Matcher:
                          a.get("cls") if self.use_class and a.get("cls_share") is not None else None,
                          float(a.get("cls_share") or 0.0), None if colour is None else np.asarray(colour, np.float32))
 
-    def decide(self, now_ts: float | None = None) -> list[Decision]:
+    def decide(self, now_ts: float | None = None, progress: Progress | None = None) -> list[Decision]:
         """Decide every pending group that is ready at ``now_ts``. Returns decisions in a deterministic
         order; returns none (and keeps the groups pending) while Redis cannot allocate global ids.
+        ``progress``: how far each camera's tracklets have reached the matcher (early decisions).
 
-        ``now_ts`` None (end of input, shutdown): everything, in the order time would have decided it
-        (each group when it would have become ready), so that a c3 query still sees the c2 entries
-        decided just before it."""
+        ``now_ts`` None (end of input, shutdown: nothing more comes): with ``matching.early``, everything it
+        can decide at the latest time seen, in rounds (a c3 query after the c2 entries it may match); the rest
+        in the order time would have decided it (each group when it would have become ready), so that a c3
+        query still sees the c2 entries decided just before it."""
         if now_ts is not None:
-            return self._decide_at(now_ts)
+            self._now = now_ts if self._now is None else max(self._now, now_ts)
+            return self._decide_at(now_ts, progress)
         out: list[Decision] = []
+        if self.cfg.early and self._now is not None:
+            while self.pending:
+                before = len(self.pending)
+                out += self._decide_at(self._now, _ENDED)
+                if len(self.pending) == before:
+                    break
         wait = self.policy.wait_s()
         while self.pending or self._followers:
             before = (len(self.pending), len(self._followers))
@@ -227,13 +249,77 @@ class Matcher:
         if not self._unsaved:
             self.redis_ok = True
 
-    def _decide_at(self, now_ts: float) -> list[Decision]:
+    # ------------------------------------------------------------------ early decisions
+    def _complete(self, g: _Group, progress: Progress) -> bool:
+        """Is every tracklet that could be a candidate of ``g`` in the gallery already? (Each camera linked
+        into g's has processed past the window and holds no open tracklet, and this matcher no pending one,
+        that ended inside it.)"""
+        if not self.cfg.topology:
+            return False  # no topology: any camera, any time within window_s; wait as configured
+        links = self.policy.links_into(g.camera_id)  # none: no camera feeds this one, nothing to wait for
+        t0 = g.first_ts
+        for src, lo, hi in links:
+            if progress is not _ENDED:
+                p = progress.get(src)
+                if p is None or p.ts <= t0 - lo or any(t0 - hi <= last <= t0 - lo for _, last in p.open):
+                    return False
+            if any(o.camera_id == src and t0 - hi <= o.last_ts <= t0 - lo for o in self.pending):
+                return False
+        return True
+
+    def _rivals_seen(self, g: _Group, chosen: Scored, progress: Progress) -> bool:
+        """Has every query of g's camera that could claim ``chosen`` (started within its transit window) been
+        seen? (The camera has processed past the window and holds no open tracklet that started in it.)"""
+        if progress is _ENDED:
+            return True
+        win = self.policy.window(chosen.camera_id, g.camera_id)
+        p = progress.get(g.camera_id)
+        if win is None or p is None:
+            return False
+        lo, hi = chosen.last_ts + win[0], chosen.last_ts + win[1]
+        return p.ts > hi and not any(lo <= first <= hi for first, _ in p.open)
+
+    def _early(self, progress: Progress, waiting: list[bool]) -> list[bool]:
+        """Which of the pending groups (``waiting``: not ready by their full wait) can be decided now: a trial
+        assignment of everything pending (nothing kept) says what each would get."""
+        complete = [w and self._complete(g, progress) for g, w in zip(self.pending, waiting)]
+        if not any(complete):
+            return complete
+        try:
+            prior = {id(g) for g, c in zip(self.pending, complete) if c and self._prior(g) is not None}
+        except redis.RedisError:
+            return [False] * len(self.pending)  # the real round says what Redis does
+        fresh = [(g, c) for g, c in zip(self.pending, complete) if id(g) not in prior]
+        queries = [self._query(g) for g, _ in fresh]
+        scored = [self.policy.score(q, self._candidates(q)) for q in queries]
+        trial = {d.query_id: d for d in self.policy.assign(queries, scored, [c for _, c in fresh], set(self._claimed),
+                                                            learn=False)}
+        out = []
+        for g, c in zip(self.pending, complete):
+            if not c or id(g) in prior:
+                out.append(c)
+                continue
+            pd = trial[g.first.tracklet.tracklet_id]
+            if pd.chosen is not None:
+                out.append((self.cfg.early_score is not None and pd.chosen.score >= self.cfg.early_score)
+                           or self._rivals_seen(g, pd.chosen, progress))
+            else:  # no link now; it may still get one while the statistics learn, unless no candidate is close
+                best = pd.candidates[0] if pd.candidates else None
+                out.append(best is None or best.score < EARLY_NO_LINK or self._rivals_seen(g, best, progress))
+        return out
+
+    def _decide_at(self, now_ts: float, progress: Progress | None = None) -> list[Decision]:
         self._flush_unsaved()
         if not self.pending and not self._followers:
             self._idle_sync()
             return []
         wait = self.policy.wait_s()
         ready = [g.last_ts + wait <= now_ts for g in self.pending]
+        if self.cfg.early and progress is not None and not all(ready):
+            early = self._early(progress, [not r for r in ready])
+            ready = [r or e for r, e in zip(ready, early)]
+        else:
+            early = [False] * len(ready)
         out: list[Decision] = [Decision(q, gid, None, None, {"reason": reason}) for q, gid, reason in self._followers]
         if not any(ready):
             self._followers = []
@@ -270,6 +356,7 @@ class Matcher:
             pd = by_id[g.first.tracklet.tracklet_id]
             out += self._group_decisions(g, pd, new_ids.get(id(g)))
         self.pending = [g for g, r in zip(self.pending, ready) if not r]
+        self.decided_early += sum(early)
         self.redis_ok = True
         self._commit(out)
         return self._stamped(out, now_ts)

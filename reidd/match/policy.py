@@ -175,14 +175,24 @@ class AssociationPolicy:
         rng = self._links.get((src_cam, dst_cam))
         return rng is not None and rng[0] <= transit_s <= rng[1]
 
+    def links_into(self, camera_id: str) -> list[tuple[str, float, float]]:
+        """``(source camera, min_s, max_s)`` of every topology link into ``camera_id``."""
+        return [(src, lo, hi) for (src, dst), (lo, hi) in self._links.items() if dst == camera_id]
+
+    def window(self, src_cam: str, dst_cam: str) -> tuple[float, float] | None:
+        """The transit window ``(min_s, max_s)`` of a topology link, None when there is none."""
+        return self._links.get((src_cam, dst_cam))
+
     def wait_s(self) -> float:
-        """How long a query waits after it closed for its competitors: ``cfg.wait_s``, else the widest
-        transit window of the topology (a rival for the same entry appears within it), at most 60 s."""
+        """How long a query waits at most after it closed for its competitors: ``cfg.wait_s``, else the widest
+        transit window of the topology (a rival for the same entry appears within it), at most 60 s, halved
+        with ``cfg.early`` (which decides sooner wherever nothing still to come can change a decision)."""
         if self.cfg.wait_s is not None:
             return self.cfg.wait_s
         if not self._links:
             return self.cfg.decision_window_s
-        return min(60.0, max(hi - lo for lo, hi in self._links.values()))
+        widest = min(60.0, max(hi - lo for lo, hi in self._links.values()))
+        return widest / 2 if self.cfg.early else widest
 
     # ------------------------------------------------------------------ appearance
     def observe(self, camera_id: str, embedding: np.ndarray) -> None:
@@ -317,9 +327,10 @@ class AssociationPolicy:
         return s.score >= self.cfg.min_score and (self.cfg.min_appearance is None or s.z >= self.cfg.min_appearance)
 
     def assign(self, queries: list[Query], scored: list[list[Scored]], ready: list[bool],
-               blocked: set[tuple[str, str]] = frozenset()) -> list[PolicyDecision]:
+               blocked: set[tuple[str, str]] = frozenset(), *, learn: bool = True) -> list[PolicyDecision]:
         """Decide the ready queries. ``scored[i]``: query i's candidates (from :meth:`score`); queries not
-        ready take part as competitors only. ``blocked``: (entry id, query camera) pairs already claimed."""
+        ready take part as competitors only. ``blocked``: (entry id, query camera) pairs already claimed.
+        ``learn``: the links found teach the transit-time evidence (False: a trial, nothing is kept)."""
         cols: dict[str, int] = {}
         for sc in scored:
             for s in sc:
@@ -366,5 +377,6 @@ class AssociationPolicy:
                 continue
             out.append(PolicyDecision(q.query_id, chosen, sc,
                                       f"best of {len(sc)} (score {chosen.score:.2f}, lead {gap:.2f})"))
-            self.learn_transit(chosen.camera_id, q.camera_id, chosen.transit_s)
+            if learn:
+                self.learn_transit(chosen.camera_id, q.camera_id, chosen.transit_s)
         return out

@@ -8,7 +8,8 @@ replay itself (tested).
 
 One JSON object per line: ``{"q": {...}}`` an embedded tracklet (boxes, class, embedding as base64
 float32, colour signature likewise), ``{"n": {...}}`` a tracklet without crops, ``{"t": ts}`` a decision tick
-at pipeline time ``ts``. The first line is ``{"reidd_embeddings": 1, "dim": D}``.
+at pipeline time ``ts``, with ``"p": {camera: [ts or null, [[first_ts, last_ts], ...]]}`` when the cameras'
+progress (:class:`~reidd.types.CameraProgress`, null: the source ended) changed since the last tick. The first line is ``{"reidd_embeddings": 1, "dim": D}``.
 A replay writes it as it goes (nothing is held in memory).
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from reidd.config import printable
 from reidd.reid.colour import SIGNATURE_LEN
-from reidd.types import BoxRecord, Tracklet, TrackletEmbedding
+from reidd.types import BoxRecord, CameraProgress, Progress, Tracklet, TrackletEmbedding
 
 log = logging.getLogger("reidd.rematch")
 
@@ -51,6 +52,7 @@ class EmbeddingLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = self.path.open("w", encoding="utf-8")
         self._last_tick: float | None = None
+        self._last_progress: Progress | None = None
         self._write({"reidd_embeddings": VERSION, "dim": int(dim)})
 
     def _write(self, obj: dict) -> None:
@@ -66,10 +68,18 @@ class EmbeddingLog:
     def no_crops(self, t: Tracklet) -> None:
         self._write({"n": _tracklet_record(t)})
 
-    def tick(self, ts: float | None) -> None:
-        if ts is not None and ts != self._last_tick:
+    def tick(self, ts: float | None, progress: Progress | None = None) -> None:
+        if ts is None:
+            return
+        changed = progress is not None and progress != self._last_progress
+        if ts != self._last_tick or changed:
             self._last_tick = ts
-            self._write({"t": ts})
+            rec: dict = {"t": ts}
+            if changed:
+                self._last_progress = progress
+                rec["p"] = {cam: [None if math.isinf(p.ts) else p.ts, [list(s) for s in p.open]]
+                            for cam, p in progress.items()}
+            self._write(rec)
 
     def close(self) -> None:
         self._fh.close()
@@ -87,6 +97,7 @@ MAX_TS = 1e11  # seconds after 1970 (the year 5138): event times must stay insid
 MAX_INT = 2**53 - 1  # frames, local ids, segments: exact in any JSON reader
 MAX_COORD = 1e6  # pixels
 MAX_LINE = 64 << 20  # bytes in one line
+MAX_OPEN = 100_000  # open tracklets of one camera in a progress record
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # camera ids (as in the config), reasons, sessions
 
 
@@ -185,11 +196,34 @@ def _tracklet(d: object, field: str) -> Tracklet:
                     _name(d.get("ses", ""), f"{field}.ses", empty=True))
 
 
+def _progress(v: object) -> Progress:
+    if not isinstance(v, dict):
+        raise _Bad(f"p: expected an object of cameras, got {_short(v)}")
+    out: Progress = {}
+    for cam, rec in v.items():
+        field = f"p.{_name(cam, 'p: camera id')}"
+        if not isinstance(rec, list) or len(rec) != 2 or not isinstance(rec[1], list):
+            raise _Bad(f"{field}: expected [ts or null, [[first_ts, last_ts], ...]], got {_short(rec)}")
+        if len(rec[1]) > MAX_OPEN:
+            raise _Bad(f"{field}: more than {MAX_OPEN} open tracklets")
+        spans = []
+        for i, span in enumerate(rec[1]):
+            if not isinstance(span, list) or len(span) != 2:
+                raise _Bad(f"{field}[1][{i}]: expected [first_ts, last_ts], got {_short(span)}")
+            spans.append((_number(span[0], f"{field}[1][{i}][0]", 0, MAX_TS),
+                          _number(span[1], f"{field}[1][{i}][1]", 0, MAX_TS)))
+        ts = math.inf if rec[0] is None else _number(rec[0], f"{field}[0]", 0, MAX_TS)
+        out[cam] = CameraProgress(ts, tuple(spans))
+    return out
+
+
 def _record(obj: object, dim: int) -> tuple[str, object]:
-    if not isinstance(obj, dict) or len(obj) != 1 or next(iter(obj)) not in ("t", "n", "q"):
+    if not isinstance(obj, dict) or not obj or not (
+            set(obj) <= {"t", "p"} and "t" in obj or len(obj) == 1 and next(iter(obj)) in ("n", "q")):
         raise _Bad(f"expected one of {{\"q\": ...}}, {{\"n\": ...}}, {{\"t\": ...}}, got {_short(obj)}")
     if "t" in obj:
-        return "tick", _number(obj["t"], "t", 0, MAX_TS)
+        ts = _number(obj["t"], "t", 0, MAX_TS)
+        return "tick", (ts, _progress(obj["p"]) if "p" in obj else None)
     if "n" in obj:
         return "no_crops", _tracklet(obj["n"], "n")
     q = obj["q"]
@@ -221,7 +255,7 @@ def _lines(fh) -> Iterator[tuple[int, bytes, bool]]:
 
 def read_embedding_log(path: str | Path, *, warn: bool = True) -> Iterator[tuple[str, object]]:
     """Yields ``("dim", D)`` first, then ``("query", TrackletEmbedding)``, ``("no_crops", Tracklet)`` and
-    ``("tick", ts)`` in recorded order. Raises :class:`RecordingError` naming the file, line and field.
+    ``("tick", (ts, progress or None))`` in recorded order (progress None: unchanged since the last tick). Raises :class:`RecordingError` naming the file, line and field.
 
     A last line without its newline that does not read is what a crash in the middle of a write leaves:
     it is skipped (with a WARNING naming it when ``warn``), the rest of the log is used."""
@@ -288,10 +322,13 @@ def rematch(cfg, log_path: str | Path, out_dir: str | Path, *, mtmc_path: str | 
     runtime = ReidRuntime(cfg, RunContext.for_replay(), metrics=Metrics(), fresh_state_dir=Path(out_dir) / "state",
                           events_jsonl=events_jsonl, mtmc_path=mtmc_path, embedding_dim=dim)
     queries = 0
+    progress: Progress | None = None
     try:
         for kind, item in items:
             if kind == "tick":
-                runtime.stage.tick(float(item))  # advances the media clock, then decides
+                ts, changed = item
+                progress = changed if changed is not None else progress
+                runtime.stage.tick(ts, progress)  # advances the media clock, then decides
             elif kind == "query":
                 queries += 1
                 runtime.stage.submit_embedded([item])

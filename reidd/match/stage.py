@@ -33,7 +33,7 @@ from reidd.match.matcher import Decision, Matcher
 from reidd.match.recording import EmbeddingLog
 from reidd.reid.embedder import BatchingEmbedder, Embedder
 from reidd.telemetry import Metrics
-from reidd.types import Event, Tracklet, TrackletEmbedding
+from reidd.types import CameraProgress, Event, Progress, Tracklet, TrackletEmbedding
 
 log = logging.getLogger("reidd.stage")
 
@@ -113,6 +113,7 @@ class ReidStage:
         self._crop_paths: dict[str, str | None] = {}
         self._no_crops: list[tuple[float, int, Tracklet]] = []  # tracklets without crops, decided like the rest
         self._not_embedded: dict[str, str] = {}  # tracklet id -> why its embedding failed (live), for its event
+        self._in_flight: dict[str, tuple[str, float, float]] = {}  # live: id -> (camera, first_ts, last_ts) embedding
         self._seq = 0
         self.tracklets = 0
         self.matches = 0
@@ -128,16 +129,34 @@ class ReidStage:
     def __call__(self, tracklets: list[Tracklet]) -> None:
         if self._batcher is not None:
             self._save_crops(tracklets)
+            with self._lock:
+                for t in tracklets:
+                    self._in_flight[t.tracklet_id] = (t.camera_id, t.first_ts, t.last_ts)
             self._batcher.submit(tracklets)
         else:
             self._enqueue("embed", tracklets)
 
-    def on_tick(self, now_ts: float) -> None:
-        """The pipeline's tick hook: live, decide now; replay, after the tracklets handed over before it."""
+    def on_tick(self, now_ts: float, progress: Progress | None = None) -> None:
+        """The pipeline's tick hook: live, decide now; replay, after the tracklets handed over before it.
+        ``progress``: how far each camera's tracklets have reached this stage (early decisions)."""
         if self._batcher is not None:
-            self.tick(now_ts)
+            self.tick(now_ts, progress)
         else:
-            self._enqueue("tick", now_ts)
+            self._enqueue("tick", (now_ts, progress))
+
+    def _with_in_flight(self, progress: Progress) -> Progress:
+        """Live: tracklets handed over but still being embedded count as not handed over yet."""
+        if not self._in_flight:
+            return progress
+        extra: dict[str, list[tuple[float, float]]] = {}
+        for cam, first, last in self._in_flight.values():
+            extra.setdefault(cam, []).append((first, last))
+        out = dict(progress)
+        for cam, spans in extra.items():
+            p = out.get(cam)
+            if p is not None:
+                out[cam] = CameraProgress(p.ts, p.open + tuple(spans))
+        return out
 
     def _save_crops(self, tracklets: list[Tracklet]) -> None:
         if self.crops is not None:
@@ -167,7 +186,7 @@ class ReidStage:
             t0 = time.perf_counter()
             try:
                 if kind == "tick":
-                    self.tick(item)
+                    self.tick(*item)
                 else:
                     self._save_crops(item)
                     self.submit_embedded(self.embedder.embed_tracklets(item), item)
@@ -203,6 +222,8 @@ class ReidStage:
         """Hand embedded tracklets (None: a tracklet without crops, taken from ``tracklets``) to the matcher.
         ``failed``: the embedding of this batch failed with that error (every embedding is None)."""
         with self._lock:
+            for t in tracklets or ():
+                self._in_flight.pop(t.tracklet_id, None)
             for i, e in enumerate(embs):
                 if self.recorder is not None:
                     if e is not None:
@@ -239,14 +260,17 @@ class ReidStage:
         return out
 
     # ------------------------------------------------------------------ decisions
-    def tick(self, now_ts: float | None) -> None:
-        """Decide what is due (``now_ts`` None: everything) and publish the events."""
+    def tick(self, now_ts: float | None, progress: Progress | None = None) -> None:
+        """Decide what is due (``now_ts`` None: everything) and publish the events. ``progress`` (see
+        :class:`~reidd.types.CameraProgress`) lets the matcher decide a tracklet before its full wait."""
         with self._lock:
             if now_ts is not None:
                 self.context.clock.advance(now_ts)  # media time: the gallery's clock is what was decided
+            if progress is not None and self._in_flight:
+                progress = self._with_in_flight(progress)
             if self.recorder is not None:
-                self.recorder.tick(now_ts)
-            decisions = self.matcher.decide(now_ts)
+                self.recorder.tick(now_ts, progress)
+            decisions = self.matcher.decide(now_ts, progress)
             late = []
             while self._no_crops and (now_ts is None or self._no_crops[0][0] <= now_ts):
                 late.append(heapq.heappop(self._no_crops)[2])

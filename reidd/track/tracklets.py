@@ -4,7 +4,9 @@ For every open track it keeps the boxes since the tracklet started and the best 
 crops by quality (a min-heap, so memory per track is bounded). A tracklet closes when its track
 has not been seen for ``lost_frames`` processed frames (``lost``), when the source ends or the
 daemon stops (``end``), or, for long-lived tracks, every ``max_frames`` boxes (``periodic``: the
-track goes on in a new segment with the same local id). At most ``max_open_tracks`` are open per
+track goes on in a new segment with the same local id). A track last seen at the edge of the frame has
+most likely left it: it closes after ``exit_frames`` unseen frames (``exit``), so that its decision need
+not wait ``lost_frames``; if the tracker finds it again, it goes on as the next segment. At most ``max_open_tracks`` are open per
 camera; past that the least recently seen is closed (``evicted``). Memory is therefore bounded by
 ``max_open_tracks * (max_frames boxes + max_crops crops)`` per camera however long the run.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +41,7 @@ class _Open:
     local_id: int
     segment: int
     last_seen: int  # processed-frame counter of the camera
+    at_edge: bool = False  # its last box touches the frame's edge
     boxes: list[BoxRecord] = field(default_factory=list)
     heap: list[tuple[float, int, Crop]] = field(default_factory=list)  # (quality, frame, crop): min-heap
 
@@ -51,7 +54,9 @@ class TrackletBuilder:
         self.cfg = cfg
         self.session = session  # see Tracklet.session
         self._open: dict[int, _Open] = {}
+        self._exited: OrderedDict[int, int] = OrderedDict()  # track id closed at the edge -> its next segment
         self._tick = 0
+        self.last_ts: float | None = None  # time of the latest processed frame
         self.dropped_short = 0
         self.dropped_pedestrians = 0
         self.dropped_static = 0
@@ -65,16 +70,19 @@ class TrackletBuilder:
     def update(self, frame: Frame, tracks: Detections) -> list[Tracklet]:
         """Add this frame's tracked boxes; return the tracklets that closed (ordered by local id)."""
         self._tick += 1
+        self.last_ts = frame.ts
         h, w = frame.shape
+        m = self.cfg.border_margin
         done: list[Tracklet] = []
         ids = tracks.track_id if tracks.track_id is not None else np.zeros((0,), np.int64)
         for i in range(len(tracks)):
             tid = int(ids[i])
             st = self._open.get(tid)
-            if st is None:
-                st = self._open[tid] = _Open(local_id=tid, segment=0, last_seen=self._tick)
+            if st is None:  # a new track, or one that closed at the edge and came back: its next segment
+                st = self._open[tid] = _Open(local_id=tid, segment=self._exited.pop(tid, 0), last_seen=self._tick)
             st.last_seen = self._tick
             x1, y1, x2, y2 = (float(v) for v in tracks.xyxy[i])
+            st.at_edge = x1 <= m or y1 <= m or x2 >= w - m or y2 >= h - m
             conf = float(tracks.conf[i])
             st.boxes.append(BoxRecord(frame.index, frame.ts, (x1, y1, x2, y2), conf, int(tracks.cls[i])))
             self._offer_crop(st, frame, (x1, y1, x2, y2), conf, (h, w))
@@ -83,14 +91,25 @@ class TrackletBuilder:
                 self._open[tid] = _Open(local_id=tid, segment=st.segment + 1, last_seen=self._tick)
         for tid in sorted(self._open):
             st = self._open[tid]
-            if self._tick - st.last_seen >= self.cfg.lost_frames:
+            unseen = self._tick - st.last_seen
+            if unseen >= self.cfg.lost_frames:
                 del self._open[tid]
                 done += self._close(st, "lost")
+            elif st.at_edge and unseen >= self.cfg.exit_frames:
+                del self._open[tid]
+                self._exited[tid] = st.segment + 1
+                while len(self._exited) > self.cfg.max_open_tracks:
+                    self._exited.popitem(last=False)
+                done += self._close(st, "exit")
         while len(self._open) > self.cfg.max_open_tracks:
             tid = min(self._open, key=lambda t: (self._open[t].last_seen, t))
             done += self._close(self._open.pop(tid), "evicted")
         done.sort(key=lambda t: (t.local_id, t.segment))
         return done
+
+    def open_spans(self) -> list[tuple[float, float]]:
+        """``(first_ts, last_ts)`` of every open tracklet (what it will report when it closes, so far)."""
+        return [(st.boxes[0].ts, st.boxes[-1].ts) for st in self._open.values() if st.boxes]
 
     def flush(self, reason: str = "end") -> list[Tracklet]:
         """Close every open tracklet (source finished or daemon stopping)."""

@@ -3,6 +3,7 @@ and camera file, and `reidd rematch` reproducing a run's association."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,14 @@ def test_replay_with_ground_truth_boxes_and_rematch_reproduces_it(scene3, tmp_pa
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "re" / "mtmc.txt").read_bytes() == (out / "mtmc.txt").read_bytes()
     assert (tmp_path / "re" / "events.jsonl").read_bytes() == (out / "events.jsonl").read_bytes()
+    # decisions come as soon as nothing to come can change them (matching.early: the cameras' progress is in the
+    # log, so the rematch above repeats them), most well before the longest wait
+    from reidd.match.policy import AssociationPolicy
+
+    wait = AssociationPolicy(load_config(cfg_path).matching).wait_s()
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    lat = sorted(e["association"]["decided_ts"] - e["last_ts"] for e in events if e["type"] == "tracklet")
+    assert lat[len(lat) // 2] < wait / 2 and lat[-1] <= wait + 0.2, (lat, wait)
     # another setting changes the outcome: nothing links when no score can pass
     strict = yaml.safe_load(cfg_path.read_text())
     strict["matching"] = {**strict.get("matching", {}), "min_score": 1000.0}

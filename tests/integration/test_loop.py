@@ -85,7 +85,7 @@ def test_looping_camera_in_the_live_pipeline_gives_unique_tracklets_on_a_monoton
     tracklets = []
     ticks: list[float] = []
     pipe = Pipeline(load_config(cfg_path), RunContext.for_live(), speed=3.0, sinks=[tracklets.extend],
-                    on_tick=[ticks.append])
+                    on_tick=[lambda ts, _progress: ticks.append(ts)])
     runner = threading.Thread(target=pipe.run)
     runner.start()
     try:

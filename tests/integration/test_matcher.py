@@ -25,7 +25,7 @@ def test_matcher_joins_fragments_into_one_vehicle(redis_proc) -> None:
     clock = Clock(wall=False)
     gallery = Gallery(redis.Redis.from_url(redis_proc.url), DIM, GalleryConfig(), clock=clock,
                       daemon_id="t")
-    m = Matcher(cfg(), gallery)
+    m = Matcher(cfg(early=False), gallery)  # the full 13 s wait, as the times below assume
     v = unit(rng.normal(size=DIM))
     strangers = [unit(rng.normal(size=DIM)) for _ in range(4)]
     for i, s in enumerate([v, *strangers]):

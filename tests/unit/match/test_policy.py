@@ -103,7 +103,8 @@ def test_a_waiting_rival_takes_part_but_is_not_decided(rng) -> None:
 
 
 def test_wait_follows_the_topology() -> None:
-    assert AssociationPolicy(cfg()).wait_s() == 13.0
+    assert AssociationPolicy(cfg(early=False)).wait_s() == 13.0  # the widest window: every rival seen
+    assert AssociationPolicy(cfg()).wait_s() == 6.5  # early decisions wait for rivals themselves; at most half
     assert AssociationPolicy(cfg(wait_s=4.0)).wait_s() == 4.0
     assert AssociationPolicy(MatchingConfig()).wait_s() == MatchingConfig().decision_window_s
 

@@ -90,6 +90,13 @@ BAD_LINES = [
     ("NaN tick", '{"t": NaN}', "t: must be finite"),
     ("tick a string", '{"t": "soon"}', "t: expected a number"),
     ("unknown record", '{"x": 1}', "expected one of"),
+    ("progress without a tick", '{"p": {}}', "expected one of"),
+    ("progress not an object", '{"t": 1, "p": [1]}', "p: expected an object of cameras"),
+    ("progress camera id hostile", '{"t": 1, "p": {"c1\\u001b[2J": [1, []]}}', "p: camera id"),
+    ("progress record short", '{"t": 1, "p": {"c1": [1]}}', "p.c1: expected [ts or null"),
+    ("progress time a string", '{"t": 1, "p": {"c1": ["now", []]}}', "p.c1[0]: expected a number"),
+    ("progress span NaN", '{"t": 1, "p": {"c1": [1, [[NaN, 1]]]}}', "p.c1[1][0][0]: must be finite"),
+    ("progress span short", '{"t": 1, "p": {"c1": [1, [[1]]]}}', "p.c1[1][0]: expected [first_ts, last_ts]"),
     ("a list", "[1, 2]", "expected one of"),
     ("no-crops tracklet not an object", '{"n": 3}', "n: expected an object"),
     ("not JSON", "{oops", "not valid JSON"),
@@ -177,3 +184,22 @@ def test_vectors_are_normalised_in_float64(tmp_path: Path) -> None:
         assert kind == "query" and e.embedding.dtype == np.float32
         assert np.isfinite(e.embedding).all() and abs(float(np.linalg.norm(e.embedding)) - 1) < 1e-5, scale
         assert float(e.embedding @ unit) > 0.99999, scale
+
+
+def test_progress_is_recorded_when_it_changes_and_read_back(tmp_path: Path) -> None:
+    from reidd.types import CameraProgress
+
+    path = tmp_path / "log.jsonl"
+    log = EmbeddingLog(path, DIM)
+    p1 = {"c1": CameraProgress(2.0, ((0.5, 1.9),)), "c2": CameraProgress(2.0)}
+    p2 = {"c1": CameraProgress(float("inf")), "c2": CameraProgress(2.1)}
+    log.tick(2.0, p1)
+    log.tick(2.0, p1)  # nothing new: no line
+    log.tick(2.1, p1)  # a new time, the same progress: the time only
+    log.tick(2.1, p2)
+    log.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[2]) == {"t": 2.1}
+    assert json.loads(lines[3])["p"]["c1"] == [None, []]  # an ended source
+    ticks = [item for kind, item in read_embedding_log(path) if kind == "tick"]
+    assert ticks == [(2.0, p1), (2.1, None), (2.1, p2)]

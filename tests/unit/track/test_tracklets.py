@@ -70,3 +70,33 @@ def test_static_low_confidence_tracks_are_dropped_and_confident_parked_ones_kept
     for i in range(20):
         off.update(_frame(i, img), Detections(np.array([[10, 100, 50, 140]]), [0.3], [2], [1]))
     assert len(off.flush()) == 1 and off.dropped_static == 0
+
+
+def _det(box: list[float], tid: int) -> Detections:
+    return Detections(np.array([box], np.float32), np.array([0.9]), np.array([2]), np.array([tid]))
+
+
+def test_a_track_that_left_at_the_edge_closes_after_exit_frames_and_goes_on_if_seen_again() -> None:
+    cfg = TrackletConfig(lost_frames=30, exit_frames=5, min_boxes=3, min_crop_size=8)
+    b = TrackletBuilder("cam", cfg)
+    img = np.zeros((120, 160, 3), np.uint8)
+    closed, i = [], 0
+    for x in (100, 110, 120, 130):  # track 1 drives out at the right edge (x2 reaches 160)
+        closed += b.update(_frame(i, img), _det([x, 40, x + 30, 70], 1))
+        i += 1
+    for _ in range(3):  # track 2 stops in the middle and is lost there
+        closed += b.update(_frame(i, img), _det([40, 40, 70, 70], 2))
+        i += 1
+    assert b.open_spans() == [(0.0, 0.3), (0.4, 0.6)]
+    for _ in range(6):
+        closed += b.update(_frame(i, img), Detections.empty())
+        i += 1
+    # at the edge: closed 5 frames after it was last seen, not 30; the one lost mid-frame stays open
+    assert [(t.local_id, t.segment, t.reason, t.last_frame) for t in closed] == [(1, 0, "exit", 3)]
+    assert b.open_spans() == [(0.4, 0.6)]
+    for x in (128, 125, 120):  # the tracker finds track 1 again: it goes on as its next segment
+        closed += b.update(_frame(i, img), _det([x, 40, x + 30, 70], 1))
+        i += 1
+    closed += b.flush()
+    assert [(t.local_id, t.segment, t.reason) for t in closed[1:]] == [(1, 1, "end"), (2, 0, "end")]
+    assert b.last_ts == (i - 1) / 10.0
