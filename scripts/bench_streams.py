@@ -8,13 +8,19 @@ subprocess, as fast as the machine allows. N cameras at ``--fps`` are sustained 
 throughput is at least N x ``--fps`` frames/s. Also times the embedder alone (crops/s) and, when FAISS has
 GPU support, a 1e6-entry GPU search. Prints a table and a final JSON line.
 
-Detector: ``--model`` (anything ultralytics loads). Without one it uses the shared INT8 OpenVINO model on
-CPU; on CUDA, where that model cannot run, it builds YOLO11n from ultralytics' bundled architecture with
-random weights: the network's cost is the real one, but it finds almost nothing, so tracking and re-ID
-then carry no load and the embedder figure is the one that bounds re-ID (see the table's note).
+Detector: ``--model``: an OpenVINO IR ``.xml`` (or a folder holding one; ``detector.type: openvino``, e.g. Intel's
+person-vehicle-bike-detection-crossroad-1016, the recommended CPU detector) or anything ultralytics loads
+(``detector.type: yolo``; an ultralytics ``*_openvino_model`` export folder is one of these). Without one it uses
+the shared INT8 YOLO11n OpenVINO model on CPU; on CUDA, where that model cannot run, it builds YOLO11n from
+ultralytics' bundled architecture with random weights: the network's cost is the real one, but it finds almost
+nothing, so tracking and re-ID then carry no load and the embedder figure is the one that bounds re-ID (see the
+table's note). ``--detector key=value`` sets any other ``detector`` field (YAML values), e.g.
+``--detector gate=true``.
 
   scripts/bench_streams.py --device cuda --half --cameras 1,4,8,16,32      # on a GPU machine
   scripts/bench_streams.py --device cpu --cameras 1,2 --seconds 3           # a quick CPU run
+  scripts/bench_streams.py --device cpu --cameras 1,2,4 --seconds 5 \
+      --model ../shared/assets/models/omz/person-vehicle-bike-detection-crossroad-1016/FP16-INT8/person-vehicle-bike-detection-crossroad-1016.xml
 """
 
 from __future__ import annotations
@@ -70,6 +76,30 @@ def make_clip(src: Path, out: Path, seconds: float, fps: float) -> Path:
     return out
 
 
+def detector_type(model: str) -> str:
+    """``openvino`` for an IR ``.xml`` or a folder holding one (but not an ultralytics export folder, which carries
+    its ``metadata.yaml``), else ``yolo``."""
+    p = Path(model)
+    if p.suffix.lower() == ".xml":
+        return "openvino"
+    if p.is_dir() and any(p.glob("*.xml")) and not (p / "metadata.yaml").exists():
+        return "openvino"
+    return "yolo"
+
+
+def _options(items: list[str]) -> dict:
+    """``key=value`` pairs (values read as YAML: ``true``, ``3``, ``{every: 5}``) as a dict."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"bench_streams: --detector: expected key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def random_yolo(path: Path) -> Path:
     """YOLO11n from ultralytics' bundled architecture, random weights, saved as a checkpoint."""
     from ultralytics import YOLO
@@ -91,10 +121,10 @@ def worker(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     cfg = parse_config({
         "cameras": [{"id": f"cam{i:02d}", "url": args.clip} for i in range(args.n)],
-        "detector": {"model": args.model, "device": args.device, "half": args.half,
-                     "max_batch": min(args.n, args.max_batch), "tiles": 1,
-                     "trust_pickle": args.trust_generated},
-        "reid": {"device": args.device},
+        "detector": {"type": detector_type(args.model), "model": args.model, "device": args.device,
+                     "half": args.half, "max_batch": min(args.n, args.max_batch), "tiles": 1,
+                     "trust_pickle": args.trust_generated, **_options(args.detector)},
+        "reid": {"device": args.device, "enabled": not args.no_reid},
         "gallery": {"state_dir": str(out / "state")},
         "metrics": {"enabled": False},
     }, "bench_streams", str(out))
@@ -155,11 +185,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (detector and embedder)")
     ap.add_argument("--half", action="store_true", help="fp16 detector (CUDA only)")
-    ap.add_argument("--model", default="", help="detector weights (default: see above)")
+    ap.add_argument("--model", default="", help="detector: an OpenVINO IR .xml or anything ultralytics loads "
+                    "(default: see above)")
+    ap.add_argument("--detector", action="append", default=[], metavar="KEY=VALUE",
+                    help="another detector field for every run (repeatable), e.g. gate=true")
     ap.add_argument("--cameras", type=_counts, default=_counts("1,2,4,8"), help="camera counts to try")
     ap.add_argument("--fps", type=float, default=10.0, help="frame rate each camera must sustain")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of the clip each camera replays")
     ap.add_argument("--max-batch", type=int, default=16, help="most frames in one detector call")
+    ap.add_argument("--no-reid", action="store_true",
+                    help="decode, detection and tracking only (to see what re-ID costs on top)")
     ap.add_argument("--video", default=str(CLIP), help="source clip (scaled to 1080p)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per camera count")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -185,6 +220,7 @@ def main() -> int:
     if not Path(args.video).is_file():
         print(f"bench_streams: --video: not found: {args.video}", file=sys.stderr)
         return 2
+    options = _options(args.detector)  # refused here, before any run, when malformed
     note = ""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -206,6 +242,9 @@ def main() -> int:
             print(f"[bench_streams] {n} camera(s)", flush=True)
             cmd = [sys.executable, __file__, "--worker", "--n", str(n), "--clip", str(clip), "--out",
                    str(tmp / f"n{n}"), "--model", model, "--device", device, "--max-batch", str(args.max_batch)]
+            cmd += [f"--detector={item}" for item in args.detector]
+            if args.no_reid:
+                cmd.append("--no-reid")
             if args.half:
                 cmd.append("--half")
             if generated:
@@ -227,7 +266,9 @@ def main() -> int:
                          "peak_rss_mb": round(r["peak_rss_mb"])})
         emb = embedder_rate(device)
         fg = faiss_gpu() if device.startswith("cuda") else None
-    print(f"\n1080p cameras at {args.fps:g} frames/s on {device}; detector {Path(model).name}"
+    dtype = detector_type(model)
+    extra = "".join(f", {k}={v}" for k, v in options.items())
+    print(f"\n1080p cameras at {args.fps:g} frames/s on {device}; detector {Path(model).name} ({dtype}{extra})"
           f"{' fp16' if args.half else ''}; {os.cpu_count()} CPU cores")
     print(f"{'cameras':>8}{'frames/s':>10}{'per cam':>9}{'sustained':>11}{'detect':>9}{'track':>8}"
           f"{'re-ID':>8}{'RSS MB':>8}")
@@ -245,7 +286,8 @@ def main() -> int:
               f"{fg['batched_queries_per_s']} queries/s batched")
     if note:
         print(note)
-    print(json.dumps({"bench": "streams", "device": device, "model": Path(model).name, "half": args.half,
+    print(json.dumps({"bench": "streams", "device": device, "model": Path(model).name, "detector_type": dtype,
+                      "detector_options": options, "reid": not args.no_reid, "half": args.half,
                       "target_fps": args.fps, "rows": rows, "sustained_cameras": best, "embedder": emb,
                       "faiss_gpu": fg, "note": note}))
     return 0

@@ -48,6 +48,10 @@ def build_detector(cfg: DetectorConfig, camera_ids: list[str] | None = None) -> 
 
     module, _, name = DETECTORS[cfg.type][0].partition(":")
     det = getattr(importlib.import_module(module), name)(cfg, list(camera_ids or []))
+    if cfg.gate and cfg.type in ("yolo", "openvino"):
+        from reidd.detect.gate import MotionGate
+
+        det = MotionGate(det, cfg, list(camera_ids or []))
     if cfg.motion_assist and cfg.type in ("yolo", "openvino"):
         from reidd.detect.motion import MotionAssisted
 
