@@ -572,8 +572,8 @@ class MatchingConfig(_Model):
             "entry's transit window has passed in its camera, with no tracklet that started in it still open), or "
             "its link scores early_score. Cameras of other daemons sharing the gallery are not known here: against "
             "them a tracklet waits wait_s. Realistic-scene benchmark (ground-truth boxes, default embedder, seeds "
-            "11-13): decision latency p50/p95 13.1/13.4 s -> 2.5/6.7 s, IDF1 0.904 -> 0.888, false merges 0.010 -> "
-            "0.016."
+            "11 12 13 21 22): decision latency p50/p95 13.1/13.2 s -> 2.2/6.7 s, IDF1 0.885 -> 0.882, false merges "
+            "0.016 both."
         ),
     )
     early_score: float | None = Field(
