@@ -420,11 +420,19 @@ class MetricsServer:
                     obj.handle_close()
             server.close()
 
+        woken = False
         if self._thread.is_alive():
-            server.trigger.pull_trigger(close_all)
-            self._thread.join(timeout=10)
-        else:
-            close_all()
+            try:
+                server.trigger.pull_trigger(close_all)
+                woken = True
+            except OSError as exc:  # its wake-up pipe is gone (closed under it): the loop cannot be woken
+                log.warning("metrics server: could not wake its network thread (%s); closing from here", exc)
+            self._thread.join(timeout=10 if woken else 2)
+        if not woken:
+            try:
+                close_all()
+            except OSError:
+                pass
         server.task_dispatcher.shutdown(timeout=5)
 
     # ------------------------------------------------------------------ the WSGI application
