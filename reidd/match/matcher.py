@@ -140,6 +140,8 @@ class Matcher:
         self._last_sync = 0.0
         self._now: float | None = None  # the latest ``now_ts`` decided at
         self.decided_early = 0  # groups decided before their full wait (matching.early)
+        self._version = 0  # counts the changes a trial decision depends on (submits, decisions)
+        self._trial_cache: tuple[tuple, dict[int, PolicyDecision | None]] | None = None
 
     @property
     def pending_count(self) -> int:
@@ -161,6 +163,7 @@ class Matcher:
 
     # ------------------------------------------------------------------ flow
     def submit(self, q: TrackletEmbedding) -> None:
+        self._version += 1
         t = q.tracklet
         self.policy.observe(t.camera_id, q.embedding)
         key = (t.camera_id, t.local_id)
@@ -279,28 +282,40 @@ class Matcher:
         lo, hi = chosen.last_ts + win[0], chosen.last_ts + win[1]
         return p.ts > hi and not any(lo <= first <= hi for first, _ in p.open)
 
+    def _trial(self) -> dict[int, PolicyDecision | None]:
+        """What each pending group would get if it were decided now (None: it repeats a decision from before a
+        restart): a trial assignment of everything pending that keeps nothing. A decision does not depend on
+        which groups are ready, only on the groups, the gallery, the claims and the statistics, so the trial is
+        done again only when one of those changed (a submit, a decision, the gallery), not at every tick."""
+        key = (self._version, len(self.gallery), sum(self.gallery.stats.values()))
+        if self._trial_cache is not None and self._trial_cache[0] == key:
+            return self._trial_cache[1]
+        prior = {id(g) for g in self.pending if self._prior(g) is not None}
+        fresh = [g for g in self.pending if id(g) not in prior]
+        queries = [self._query(g) for g in fresh]
+        scored = [self.policy.score(q, self._candidates(q)) for q in queries]
+        by_id = {d.query_id: d for d in self.policy.assign(queries, scored, [True] * len(fresh), set(self._claimed),
+                                                            learn=False)}
+        trial: dict[int, PolicyDecision | None] = {id(g): None for g in self.pending if id(g) in prior}
+        trial.update({id(g): by_id[g.first.tracklet.tracklet_id] for g in fresh})
+        self._trial_cache = (key, trial)
+        return trial
+
     def _early(self, progress: Progress, waiting: list[bool]) -> list[bool]:
-        """Which of the pending groups (``waiting``: not ready by their full wait) can be decided now: a trial
-        assignment of everything pending (nothing kept) says what each would get."""
+        """Which of the pending groups (``waiting``: not ready by their full wait) can be decided now."""
         complete = [w and self._complete(g, progress) for g, w in zip(self.pending, waiting)]
         if not any(complete):
             return complete
         try:
-            prior = {id(g) for g, c in zip(self.pending, complete) if c and self._prior(g) is not None}
+            trial = self._trial()
         except redis.RedisError:
             return [False] * len(self.pending)  # the real round says what Redis does
-        fresh = [(g, c) for g, c in zip(self.pending, complete) if id(g) not in prior]
-        queries = [self._query(g) for g, _ in fresh]
-        scored = [self.policy.score(q, self._candidates(q)) for q in queries]
-        trial = {d.query_id: d for d in self.policy.assign(queries, scored, [c for _, c in fresh], set(self._claimed),
-                                                            learn=False)}
         out = []
         for g, c in zip(self.pending, complete):
-            if not c or id(g) in prior:
+            pd = trial[id(g)] if c else None
+            if pd is None:  # not complete, or decided before a restart (repeated as it was)
                 out.append(c)
-                continue
-            pd = trial[g.first.tracklet.tracklet_id]
-            if pd.chosen is not None:
+            elif pd.chosen is not None:
                 out.append((self.cfg.early_score is not None and pd.chosen.score >= self.cfg.early_score)
                            or self._rivals_seen(g, pd.chosen, progress))
             else:  # no link now; it may still get one while the statistics learn, unless no candidate is close
@@ -338,6 +353,7 @@ class Matcher:
         fresh = [(g, r) for g, r in zip(self.pending, ready) if id(g) not in prior]
         queries = [self._query(g) for g, _ in fresh]
         scored = [self.policy.score(q, self._candidates(q), record=r) for q, (_, r) in zip(queries, fresh)]
+        self._version += 1  # the calibration took these scores in
         decided = self.policy.assign(queries, scored, [r for _, r in fresh], set(self._claimed))
         by_id = {d.query_id: d for d in decided}
         groups = [g for g, r in zip(self.pending, ready) if r]
@@ -421,6 +437,7 @@ class Matcher:
                           for mm in g.members[1:]]
 
     def _commit(self, decisions: list[Decision]) -> None:
+        self._version += 1
         for d in decisions:
             t = d.query.tracklet
             self._remember_track((t.camera_id, t.local_id), d.global_id)
