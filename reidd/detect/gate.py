@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from reidd.config import DetectorConfig
+from reidd.detect.motion import Backgrounds
 from reidd.types import Detections, Frame
 
 log = logging.getLogger("reidd.detect")
@@ -77,11 +78,9 @@ class MotionGate:
         self.stats = GateStats()
         #: the last batch, frame by frame: ("full" | "regions" | "skipped", the frame's moving regions)
         self.last: list[tuple[str, list[Box]]] = []
-        self._bg: dict[str, cv2.BackgroundSubtractorMOG2] = {}
-        self._seen: dict[str, int] = {}
+        self._bg = Backgrounds(cfg.gate_history, self.m.var_threshold, self.m.learning_rate, 3)
         # cameras take their periodic full frame in turn, not all in one batch
         self._phase = {c: i % self.every for i, c in enumerate(camera_ids or [])}
-        self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         log.info("detection gated by motion: whole frame every %d frames, moving regions between (motion at %d px "
                  "wide, whole frame above %.0f%% moving)", self.every, cfg.gate_width, 100 * cfg.gate_max_cover)
 
@@ -104,14 +103,6 @@ class MotionGate:
         return s, s
 
     # ------------------------------------------------------------------ motion
-    def _subtractor(self, camera_id: str) -> cv2.BackgroundSubtractorMOG2:
-        if camera_id not in self._bg:
-            self._bg[camera_id] = cv2.createBackgroundSubtractorMOG2(
-                history=self.cfg.gate_history, varThreshold=self.m.var_threshold, detectShadows=False)
-            self._seen[camera_id] = 0
-            self._phase.setdefault(camera_id, len(self._phase) % self.every)
-        return self._bg[camera_id]
-
     def moving_regions(self, frame: Frame) -> list[Box]:
         """The frame's moving regions in frame pixels (grown, merged, inside the frame); updates the background."""
         img = frame.image
@@ -119,9 +110,7 @@ class MotionGate:
         sw = min(self.cfg.gate_width, w)
         sh = max(1, round(h * sw / w))
         small = img if sw == w else cv2.resize(img, (sw, sh), interpolation=cv2.INTER_LINEAR)
-        mask = self._subtractor(frame.camera_id).apply(small, learningRate=self.m.learning_rate)
-        _, mask = cv2.threshold(mask, 127, 255, cv2.THRESH_BINARY)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._kernel)
+        mask = self._bg.foreground(frame.camera_id, small)
         n, _, blobs, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         fx, fy = w / sw, h / sh
         margin = MARGIN_FRAC * w
@@ -143,11 +132,11 @@ class MotionGate:
         self.last = []
         for i, f in enumerate(frames):
             regions = self.moving_regions(f)
-            seen = self._seen[f.camera_id]
-            self._seen[f.camera_id] = seen + 1
+            seen = self._bg.seen[f.camera_id] - 1  # frames before this one
+            phase = self._phase.setdefault(f.camera_id, len(self._phase) % self.every)
             h, w = f.image.shape[:2]
             covered = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions) / float(w * h)
-            if seen == 0 or (seen - self._phase[f.camera_id]) % self.every == 0 or covered > self.cfg.gate_max_cover:
+            if seen == 0 or (seen - phase) % self.every == 0 or covered > self.cfg.gate_max_cover:
                 full.append(i)
                 self.last.append(("full", regions))
             elif regions:

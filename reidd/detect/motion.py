@@ -16,6 +16,33 @@ from reidd.detect.geometry import cover
 from reidd.types import MOTION_ONLY, Detections, Frame
 
 
+class Backgrounds:
+    """One MOG2 background model per camera. :meth:`foreground` learns from a frame and returns its foreground
+    mask (0 or 255, opened with an elliptic ``kernel``); :attr:`seen` counts each camera's frames."""
+
+    def __init__(self, history: int, var_threshold: float, learning_rate: float, kernel: int):
+        self.history, self.var_threshold, self.learning_rate = history, var_threshold, learning_rate
+        k = max(1, kernel)
+        self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        self._bg: dict[str, cv2.BackgroundSubtractorMOG2] = {}
+        self.seen: dict[str, int] = {}
+
+    def foreground(self, camera_id: str, image: np.ndarray) -> np.ndarray:
+        sub = self._bg.get(camera_id)
+        if sub is None:
+            sub = self._bg[camera_id] = cv2.createBackgroundSubtractorMOG2(
+                history=self.history, varThreshold=self.var_threshold, detectShadows=False)
+            self.seen[camera_id] = 0
+        mask = sub.apply(image, learningRate=self.learning_rate)
+        self.seen[camera_id] += 1
+        _, mask = cv2.threshold(mask, 127, 255, cv2.THRESH_BINARY)
+        return cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.kernel)
+
+    def reset(self, camera_id: str) -> None:
+        self._bg.pop(camera_id, None)
+        self.seen.pop(camera_id, None)
+
+
 class MotionDetector:
     """Deterministic blob detector; state (the background model) is kept per camera."""
 
@@ -24,28 +51,13 @@ class MotionDetector:
     def __init__(self, cfg: DetectorConfig, camera_ids: list[str] | None = None):
         self.cfg = cfg
         self.m = cfg.motion
-        self._bg: dict[str, cv2.BackgroundSubtractorMOG2] = {}
-        self._seen: dict[str, int] = {}
-        k = max(1, self.m.kernel)
-        self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-
-    def _subtractor(self, camera_id: str) -> cv2.BackgroundSubtractorMOG2:
-        if camera_id not in self._bg:
-            self._bg[camera_id] = cv2.createBackgroundSubtractorMOG2(
-                history=self.m.history, varThreshold=self.m.var_threshold, detectShadows=False
-            )
-            self._seen[camera_id] = 0
-        return self._bg[camera_id]
+        self.bg = Backgrounds(self.m.history, self.m.var_threshold, self.m.learning_rate, self.m.kernel)
 
     def detect_one(self, frame: Frame) -> Detections:
-        sub = self._subtractor(frame.camera_id)
-        mask = sub.apply(frame.image, learningRate=self.m.learning_rate)
-        self._seen[frame.camera_id] += 1
-        if self._seen[frame.camera_id] <= self.m.warmup_frames:
+        mask = self.bg.foreground(frame.camera_id, frame.image)
+        if self.bg.seen[frame.camera_id] <= self.m.warmup_frames:
             return Detections.empty()
-        _, mask = cv2.threshold(mask, 127, 255, cv2.THRESH_BINARY)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._kernel)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._kernel, iterations=2)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self.bg.kernel, iterations=2)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         h, w = mask.shape[:2]
         max_area = self.m.max_area_frac * h * w
@@ -75,8 +87,7 @@ class MotionDetector:
 
     def reset(self, camera_id: str) -> None:
         """Forget a camera's background (e.g. after a reconnect)."""
-        self._bg.pop(camera_id, None)
-        self._seen.pop(camera_id, None)
+        self.bg.reset(camera_id)
 
 
 class MotionAssisted:
