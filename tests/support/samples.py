@@ -96,3 +96,30 @@ def match_event_sample(i: int):
 def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     x = rng.standard_normal((n, d)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def embed_with_checkpoint_and_onnx(model, path_stem, backbone: str, dim: int) -> list[np.ndarray]:
+    """The daemon's embedder (reidd.reid.embedder.Embedder) on one small tracklet, once from ``model`` saved as a
+    checkpoint (torch runtime, fp32) and once from its ONNX export: checks each reports ``backbone`` and ``dim``
+    and returns both embeddings."""
+    from reidd.config import ReidConfig
+    from reidd.reid.checkpoint import save_checkpoint
+    from reidd.reid.embedder import Embedder
+    from reidd.reid.export import export_model
+    from reidd.types import Crop
+
+    ckpt = save_checkpoint(f"{path_stem}.pt", model)
+    onnx = f"{path_stem}.onnx"
+    export_model(model, onnx, "onnx")
+    rng = np.random.default_rng(0)
+    crops = [Crop(i, i / 10, (0, 0, 50, 40), rng.integers(0, 255, (40, 50, 3), dtype=np.uint8), quality=0.9)
+             for i in range(3)]
+    tl = Tracklet("c1", 1, 0, [BoxRecord(i, i / 10, (0, 0, 10, 10), 0.9, 2) for i in range(3)], crops, "lost", 2)
+    outs = []
+    for cfg in (ReidConfig(weights=str(ckpt), runtime="torch", precision="fp32"), ReidConfig(weights=str(onnx))):
+        emb = Embedder(cfg)
+        assert emb.spec.backbone == backbone and emb.dim == dim
+        e = emb.embed_tracklets([tl])[0]
+        assert e is not None and e.embedding.shape == (dim,)
+        outs.append(e.embedding)
+    return outs

@@ -17,6 +17,8 @@ from reidd.reid.model import ModelSpec, build_model
 from reidd.reid.registry import BACKBONE_NAMES, BACKBONES
 from reidd.train.losses import ReidLoss
 
+from support.samples import embed_with_checkpoint_and_onnx
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = cb.ClipArch(patch=8, width=32, layers=2, heads=2, embed_dim=16, image_size=64)
@@ -211,26 +213,7 @@ def test_onnx_export_matches_torch(tmp_path: Path) -> None:
 
 
 def test_daemon_embedder_embeds_with_a_clip_vit_checkpoint_and_its_onnx(tmp_path: Path) -> None:
-    from reidd.config import ReidConfig
-    from reidd.reid.checkpoint import save_checkpoint
-    from reidd.reid.embedder import Embedder
-    from reidd.reid.export import export_model
-    from reidd.types import BoxRecord, Crop, Tracklet
-
     torch.manual_seed(0)
     model = build_model(ModelSpec(backbone="clip_vit", input_size=SIZE), pretrained=False).eval()
-    ckpt = save_checkpoint(tmp_path / "c.pt", model)
-    onnx = tmp_path / "c.onnx"
-    export_model(model, onnx, "onnx")
-    rng = np.random.default_rng(0)
-    crops = [Crop(i, i / 10, (0, 0, 50, 40), rng.integers(0, 255, (40, 50, 3), dtype=np.uint8), quality=0.9)
-             for i in range(3)]
-    tl = Tracklet("c1", 1, 0, [BoxRecord(i, i / 10, (0, 0, 10, 10), 0.9, 2) for i in range(3)], crops, "lost", 2)
-    outs = []
-    for cfg in (ReidConfig(weights=str(ckpt), runtime="torch", precision="fp32"), ReidConfig(weights=str(onnx))):
-        emb = Embedder(cfg)
-        assert emb.spec.backbone == "clip_vit" and emb.dim == 1296
-        e = emb.embed_tracklets([tl])[0]
-        assert e is not None and e.embedding.shape == (1296,)
-        outs.append(e.embedding)
+    outs = embed_with_checkpoint_and_onnx(model, tmp_path / "c", "clip_vit", 1296)
     assert np.abs(outs[0] - outs[1]).max() < 1e-4

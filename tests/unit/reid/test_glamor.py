@@ -14,6 +14,8 @@ from reidd.reid.model import ModelSpec, build_model
 from reidd.reid.registry import BACKBONE_NAMES, BACKBONES
 from reidd.train.losses import ReidLoss
 
+from support.samples import embed_with_checkpoint_and_onnx
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SIZE = (64, 64)
@@ -126,27 +128,11 @@ def test_multilevel_cbam_onnx_export_matches_torch(tmp_path: Path, name: str) ->
 
 def test_daemon_embedder_embeds_with_a_glamor_checkpoint_and_its_onnx(tmp_path: Path) -> None:
     from reidd.config import ReidConfig
-    from reidd.reid.checkpoint import save_checkpoint
     from reidd.reid.embedder import Embedder, EmbedderError
-    from reidd.reid.export import export_model
-    from reidd.types import BoxRecord, Crop, Tracklet
 
     torch.manual_seed(0)
     model = build_model(ModelSpec(backbone="glamor_gn", input_size=SIZE, embedding_dim=24), pretrained=False).eval()
-    ckpt = save_checkpoint(tmp_path / "g.pt", model)
-    onnx = tmp_path / "g.onnx"
-    export_model(model, onnx, "onnx")
-    rng = np.random.default_rng(0)
-    crops = [Crop(i, i / 10, (0, 0, 50, 40), rng.integers(0, 255, (40, 50, 3), dtype=np.uint8), quality=0.9)
-             for i in range(3)]
-    tl = Tracklet("c1", 1, 0, [BoxRecord(i, i / 10, (0, 0, 10, 10), 0.9, 2) for i in range(3)], crops, "lost", 2)
-    outs = []
-    for cfg in (ReidConfig(weights=str(ckpt), runtime="torch", precision="fp32"), ReidConfig(weights=str(onnx))):
-        emb = Embedder(cfg)
-        assert emb.spec.backbone == "glamor_gn" and emb.dim == 24
-        e = emb.embed_tracklets([tl])[0]
-        assert e is not None and e.embedding.shape == (24,)
-        outs.append(e.embedding)
+    outs = embed_with_checkpoint_and_onnx(model, tmp_path / "g", "glamor_gn", 24)
     assert np.abs(outs[0] - outs[1]).max() < 1e-4
     # without weights a from-scratch backbone is refused with a message naming reid.weights
     with pytest.raises(EmbedderError, match=r"reid\.backbone: 'glamor' has no ImageNet weights.*set reid\.weights to a "
