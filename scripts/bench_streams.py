@@ -87,6 +87,12 @@ def detector_type(model: str) -> str:
     return "yolo"
 
 
+def _refuse(message: str) -> None:
+    """A bad argument: one line on stderr, exit status 2."""
+    print(f"bench_streams: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _options(items: list[str]) -> dict:
     """``key=value`` pairs (values read as YAML: ``true``, ``3``, ``{every: 5}``) as a dict."""
     import yaml
@@ -95,9 +101,26 @@ def _options(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise SystemExit(f"bench_streams: --detector: expected key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+            _refuse(f"--detector: expected key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            _refuse(f"--detector {key.strip()}: not a YAML value ({exc.__class__.__name__})")
     return out
+
+
+def check_options(options: dict) -> None:
+    """Refuse, before any run, a ``--detector`` field the config does not have or a value it does not take."""
+    from pydantic import ValidationError
+
+    from reidd.config import DetectorConfig
+
+    try:
+        DetectorConfig.model_validate(options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        _refuse(f"--detector {where}: {err['msg']}")
 
 
 def random_yolo(path: Path) -> Path:
@@ -221,6 +244,7 @@ def main() -> int:
         print(f"bench_streams: --video: not found: {args.video}", file=sys.stderr)
         return 2
     options = _options(args.detector)  # refused here, before any run, when malformed
+    check_options(options)
     note = ""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

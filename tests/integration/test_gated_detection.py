@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,19 @@ def test_bench_streams_takes_an_openvino_ir() -> None:
     row = result["rows"][0]
     assert row["cameras"] == 1 and row["fps"] > 0 and row["stage_ms_per_frame"]["detect"] > 0
     assert "(openvino, gate=True, gate_every=3)" in proc.stdout
+
+
+@pytest.mark.parametrize(("option", "expect"), [
+    ("gate=maybe", "--detector gate: Input should be a valid boolean"),
+    ("gates=true", "--detector gates: Extra inputs are not permitted"),
+    ("gate_every=0", "--detector gate_every: Input should be greater than or equal to 1"),
+    ("gate", "--detector: expected key=value, got 'gate'"),
+    ("gate=[", "--detector gate: not a YAML value"),
+])
+def test_bench_streams_refuses_a_bad_detector_option_before_any_run(tmp_path: Path, option: str, expect: str) -> None:
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"not decoded: refused before")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_streams.py"), "--device", "cpu", "--video",
+                           str(video), "--detector", option], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and expect in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "making a" not in proc.stdout
