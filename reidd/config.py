@@ -384,8 +384,9 @@ class TrackletConfig(_Model):
     exit_frames: int = Field(
         5, ge=1,
         description=(
-            "A track last seen touching the frame's edge (within border_margin) has most likely left: its tracklet "
-            "closes after this many unseen frames instead of lost_frames, so that it is decided sooner. Should the "
+            "A track last seen touching an edge of the frame (within border_margin) that its first box did not touch "
+            "has most likely left there: its tracklet closes after this many unseen frames instead of lost_frames, so "
+            "that it is decided sooner (a vehicle coming in at an edge and missed there waits lost_frames). Should the "
             "tracker find it again, it goes on as the next segment (same local id and global id). At or above "
             "lost_frames: off."
         ),

@@ -6,7 +6,8 @@ has not been seen for ``lost_frames`` processed frames (``lost``), when the sour
 daemon stops (``end``), or, for long-lived tracks, every ``max_frames`` boxes (``periodic``: the
 track goes on in a new segment with the same local id). A track last seen at the edge of the frame has
 most likely left it: it closes after ``exit_frames`` unseen frames (``exit``), so that its decision need
-not wait ``lost_frames``; if the tracker finds it again, it goes on as the next segment. At most ``max_open_tracks`` are open per
+not wait ``lost_frames`` (an edge its first box did not touch already: a vehicle coming in at an edge, seen
+there on and off, is not leaving); if the tracker finds it again, it goes on as the next segment. At most ``max_open_tracks`` are open per
 camera; past that the least recently seen is closed (``evicted``). Memory is therefore bounded by
 ``max_open_tracks * (max_frames boxes + max_crops crops)`` per camera however long the run.
 """
@@ -41,7 +42,8 @@ class _Open:
     local_id: int
     segment: int
     last_seen: int  # processed-frame counter of the camera
-    at_edge: bool = False  # its last box touches the frame's edge
+    entry_edges: int | None = None  # the frame edges its first box touched (bits: left, top, right, bottom)
+    exit_edges: int = 0  # edges its last box touches that its first did not: it is leaving there
     boxes: list[BoxRecord] = field(default_factory=list)
     heap: list[tuple[float, int, Crop]] = field(default_factory=list)  # (quality, frame, crop): min-heap
 
@@ -82,7 +84,10 @@ class TrackletBuilder:
                 st = self._open[tid] = _Open(local_id=tid, segment=self._exited.pop(tid, 0), last_seen=self._tick)
             st.last_seen = self._tick
             x1, y1, x2, y2 = (float(v) for v in tracks.xyxy[i])
-            st.at_edge = x1 <= m or y1 <= m or x2 >= w - m or y2 >= h - m
+            edges = (x1 <= m) | (y1 <= m) << 1 | (x2 >= w - m) << 2 | (y2 >= h - m) << 3
+            if st.entry_edges is None:
+                st.entry_edges = edges
+            st.exit_edges = edges & ~st.entry_edges
             conf = float(tracks.conf[i])
             st.boxes.append(BoxRecord(frame.index, frame.ts, (x1, y1, x2, y2), conf, int(tracks.cls[i])))
             self._offer_crop(st, frame, (x1, y1, x2, y2), conf, (h, w))
@@ -95,7 +100,7 @@ class TrackletBuilder:
             if unseen >= self.cfg.lost_frames:
                 del self._open[tid]
                 done += self._close(st, "lost")
-            elif st.at_edge and unseen >= self.cfg.exit_frames:
+            elif st.exit_edges and unseen >= self.cfg.exit_frames:
                 del self._open[tid]
                 self._exited[tid] = st.segment + 1
                 while len(self._exited) > self.cfg.max_open_tracks:

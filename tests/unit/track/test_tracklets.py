@@ -100,3 +100,22 @@ def test_a_track_that_left_at_the_edge_closes_after_exit_frames_and_goes_on_if_s
     closed += b.flush()
     assert [(t.local_id, t.segment, t.reason) for t in closed[1:]] == [(1, 1, "end"), (2, 0, "end")]
     assert b.last_ts == (i - 1) / 10.0
+
+
+def test_a_track_coming_in_at_the_edge_is_not_closed_as_leaving_when_it_flickers_there() -> None:
+    cfg = TrackletConfig(lost_frames=30, exit_frames=5, min_boxes=3, min_crop_size=8)
+    b = TrackletBuilder("cam", cfg)
+    img = np.zeros((120, 160, 3), np.uint8)
+    closed, i = [], 0
+    for x in (0, 0, 2):  # enters at the left edge, still cut by it
+        closed += b.update(_frame(i, img), _det([x, 40, x + 30, 70], 1))
+        i += 1
+    for _ in range(8):  # the detector misses it for a while, there
+        closed += b.update(_frame(i, img), Detections.empty())
+        i += 1
+    assert closed == [] and b.open_spans() == [(0.0, 0.2)]  # still open: it has not left
+    for x in (6, 12, 18):  # found again: the same tracklet goes on
+        closed += b.update(_frame(i, img), _det([x, 40, x + 30, 70], 1))
+        i += 1
+    closed += b.flush()
+    assert [(t.local_id, t.segment, len(t.boxes)) for t in closed] == [(1, 0, 6)]
