@@ -111,6 +111,9 @@ def _reid_config(scene, tmp_path: Path, port: int) -> Path:
     data["reid"] = {"input_size": [128, 128], "max_batch": 32}
     data["tracklets"] = {"max_crops": 4}
     data["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": port}
+    # decisions wait the whole transit window, so that tracklets are seen pending (reidd_matcher_pending_tracklets)
+    # by the scrapes: with early decisions a tracklet of this short replay is pending for a few milliseconds only
+    data["matching"] = {**(data.get("matching") or {}), "early": False}
     path = Path(scene.out_dir) / f"metrics-{tmp_path.name}.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
