@@ -9,6 +9,7 @@ import pytest
 
 from reidd.config import DetectorConfig
 from reidd.detect.base import build_detector
+from reidd.detect.geometry import cover
 from reidd.types import Frame
 
 from support import ASSETS
@@ -51,20 +52,33 @@ def test_shipped_model_on_a_real_clip(name: str) -> None:
 @needs_assets
 def test_classes_and_riders_on_the_benchmark_style_street() -> None:
     """Kept classes filter the model's labels (only cars asked for: no motorcycle, no rider), and with riders on,
-    no person box is left lying on a two-wheeler box (they are fused into one)."""
+    persons on two-wheelers are fused with them into one box. Checked against the same model's raw boxes (persons
+    asked for explicitly, so nothing is fused): every two-wheeler a person overlaps ends up inside one fused box
+    with a rider, and the persons overlapping two-wheelers mostly disappear into them. A person beside a bike that a
+    more confident rider already claimed stays a lone rider by design, so that share is not asked to be 100 %: INT8
+    results differ a little between CPUs (a CI machine left one such neighbour here, this one none)."""
     frames = _frames(every=6, cameras=1)
     name = "person-vehicle-bike-detection-crossroad-1016"
     only_cars = build_detector(DetectorConfig(type="openvino", model=str(_xml(name)), classes=[2]), ["c"])
     for d in only_cars.detect(frames):
         assert set(d.cls.tolist()) <= {2}
+    raw = build_detector(DetectorConfig(type="openvino", model=str(_xml(name)), classes=[0, 2, 3]), ["c"])
     fused = build_detector(DetectorConfig(type="openvino", model=str(_xml(name))), ["c"])
-    for d in fused.detect(frames):
-        persons, bikes = d.xyxy[d.cls == 0], d.xyxy[d.cls == 3]
-        for p in persons:
-            for b in bikes:
-                ix = max(0.0, min(p[2], b[2]) - max(p[0], b[0]))
-                iy = max(0.0, min(p[3], b[3]) - max(p[1], b[1]))
-                assert ix * iy < 0.2 * (p[2] - p[0]) * (p[3] - p[1]), "a rider left beside its bike"
+    on_bikes = absorbed = 0
+    for r, f in zip(raw.detect(frames), fused.detect(frames)):
+        assert (f.cls == 0).sum() <= (r.cls == 0).sum()  # fusion only takes persons away
+        persons, bikes, out = r.xyxy[r.cls == 0], r.xyxy[r.cls == 3], f.xyxy[f.cls == 3]
+        if not len(persons) or not len(bikes):
+            continue
+        ridden = (cover(persons, bikes) >= 0.2) | (cover(bikes, persons).T >= 0.2)  # fuse_riders' own rule
+        for j in np.nonzero(ridden.any(axis=0))[0]:
+            holds = (cover(bikes[j : j + 1], out)[0] >= 0.999) & (cover(persons, out) >= 0.999).any(axis=0)
+            assert holds.any(), f"a ridden two-wheeler {bikes[j]} is not inside any fused box with a rider"
+        for i in np.nonzero(ridden.any(axis=1))[0]:
+            on_bikes += 1
+            absorbed += bool((cover(persons[i : i + 1], out) >= 0.999).any())
+    assert on_bikes >= 10, f"only {on_bikes} persons on two-wheelers: the clip no longer tests fusion"
+    assert absorbed >= 0.8 * on_bikes, f"{on_bikes - absorbed} of {on_bikes} riders left beside their bikes"
 
 
 @needs_assets
