@@ -16,11 +16,15 @@ Recipe ablation (``--recipe``): trains the recipe as shipped and one variant per
 (fields of the training config), on the recipe's own split, and reports for each the held-out mAP / Rank-1
 as trained, with flip averaging, and with flip plus two scales (1.0, 1.15): the test-time options of
 ``reidd eval``. ``--reuse NAME=CKPT`` scores an already trained checkpoint for a row instead of training it.
+``--folds 1,2,3`` repeats every row on those disjoint validation folds (k-fold over identities: a recipe chosen
+on fold 0 is then measured on vehicles outside both its training and its choice) and reports mean and spread;
+each row's final weights are scored, no epoch is picked on the fold it is scored on.
 
 Prints a table and one final JSON line. Usage:
     python scripts/bench_reid.py [--epochs 4] [--input-size 128] [--threads N] [--out runs/bench_reid]
     python scripts/bench_reid.py --recipe configs/train/vn2cam.yaml --variant input_size=128 \
         --variant freeze_stages=6 --variant epochs=6 [--reuse recipe=runs/vn2cam/best.pt]
+    python scripts/bench_reid.py --recipe configs/train/vn2cam.yaml --folds 1,2,3 --variant ema=0.98
 """
 
 from __future__ import annotations
@@ -68,7 +72,12 @@ def main() -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                     help="A recipe variant to train (repeatable).")
     ap.add_argument("--reuse", action="append", default=[], metavar="NAME=CKPT",
-                    help="Score this checkpoint as row NAME ('recipe' or a variant string) instead of training it.")
+                    help="Score this checkpoint as row NAME ('recipe' or a variant string; NAME@FOLD with --folds) "
+                         "instead of training it.")
+    ap.add_argument("--folds", default=None, metavar="K[,K...]",
+                    help="With --recipe: train and score every row on each of these validation folds (the recipe's "
+                         "val_identities per fold, disjoint; see reidd train --val-fold) and report mean and spread. "
+                         "Default: the recipe's own val_fold.")
     args = ap.parse_args()
     if args.recipe:
         return recipe_ablation(args)
@@ -139,11 +148,13 @@ def main() -> int:
 
 
 def recipe_ablation(args: argparse.Namespace) -> int:
+    import statistics
+
     import yaml
 
     from reidd.reid.checkpoint import load_checkpoint
-    from reidd.train.config import load_train_config
-    from reidd.train.datasets import load_dataset
+    from reidd.train.config import TrainConfigError, load_train_config
+    from reidd.train.datasets import DatasetError, load_dataset
     from reidd.train.evaluation import embed_dataset, evaluate_features
     from reidd.train.trainer import train
 
@@ -156,34 +167,69 @@ def recipe_ablation(args: argparse.Namespace) -> int:
             return 2
         variants.append((v, over))
     reuse = dict(r.split("=", 1) for r in args.reuse)
-    base = load_train_config(args.recipe)
-    ds = load_dataset(base.data, base.layout, val_identities=base.val_identities, seed=base.seed)
-    print(ds.summary(), file=sys.stderr)
-    rows, out = [], {"recipe": args.recipe, "query": len(ds.query), "gallery": len(ds.gallery), "rows": {}}
-    for name, over in variants:
-        cfg = load_train_config(args.recipe, over)
-        t0 = time.perf_counter()
-        if name in reuse:
-            model, _ = load_checkpoint(reuse[name])
-            secs = None
-        else:
-            cfg = cfg.model_copy(update={"out": str(Path(args.out) / name.replace("=", "-").replace(",", "_"))})
-            print(f"training {name} ...", file=sys.stderr)
-            res = train(cfg, dataset=ds, progress=False, log=lambda m: None)
-            model, secs = res.model, time.perf_counter() - t0
-        got = {}
-        for label, kw in (("plain", {}), ("flip", {"flip": True}), ("flip+scales", {"flip": True, "scales": (1.0, 1.15)})):
-            qf, gf, _ = embed_dataset(model, ds, device="cpu", precision="fp32", progress=False, **kw)
-            r = evaluate_features(f"{name} {label}", qf, gf, ds)[0]
-            got[label] = {"mAP": round(r.result["mAP"], 4), "rank1": round(r.result["rank1"], 4)}
-        out["rows"][name] = {"overrides": over, "train_s": None if secs is None else round(secs, 1),
-                             "input_size": list(model.spec.input_size), **got}
-        rows.append((name, got, secs))
-    print(f"\n{'variant':<28} {'mAP':>7} {'R1':>7} {'mAP flip':>9} {'mAP f+s':>8} {'train s':>8}")
-    print("-" * 72)
-    for name, got, secs in rows:
-        print(f"{name:<28} {got['plain']['mAP']:7.4f} {got['plain']['rank1']:7.4f} {got['flip']['mAP']:9.4f} "
-              f"{got['flip+scales']['mAP']:8.4f} {('-' if secs is None else f'{secs:.0f}'):>8}")
+    try:
+        base = load_train_config(args.recipe)
+        folds = [int(f) for f in args.folds.split(",")] if args.folds else [base.val_fold]
+        for _, over in variants:
+            load_train_config(args.recipe, over)
+    except (TrainConfigError, ValueError) as exc:
+        print(f"bench_reid: {exc}", file=sys.stderr)
+        return 2
+    out = {"recipe": args.recipe, "folds": folds, "rows": {}}
+    table = []
+    for fold in folds:
+        try:
+            ds = load_dataset(base.data, base.layout, val_identities=base.val_identities, seed=base.seed, val_fold=fold)
+        except DatasetError as exc:
+            print(f"bench_reid: --folds: {exc}", file=sys.stderr)
+            return 2
+        print(f"fold {fold}: {ds.summary()}", file=sys.stderr)
+        out.setdefault("query", len(ds.query))
+        out.setdefault("gallery", len(ds.gallery))
+        for name, over in variants:
+            # the final weights are scored: validating only after the last epoch, no epoch is chosen on the fold
+            cfg = load_train_config(args.recipe, {**over, "val_fold": fold})
+            cfg = cfg.model_copy(update={"eval_every": cfg.epochs})
+            key = name if len(folds) == 1 else f"{name}@{fold}"
+            t0 = time.perf_counter()
+            if key in reuse or (len(folds) == 1 and name in reuse):
+                model, _ = load_checkpoint(reuse.get(key) or reuse[name])
+                secs = None
+            else:
+                tag = name.replace("=", "-").replace(",", "_") + ("" if len(folds) == 1 else f"/fold{fold}")
+                cfg = cfg.model_copy(update={"out": str(Path(args.out) / tag)})
+                print(f"training {name} on fold {fold} ...", file=sys.stderr)
+                res = train(cfg, dataset=ds, progress=False, log=lambda m: None)
+                model, secs = res.model, time.perf_counter() - t0
+            got = {}
+            for label, kw in (("plain", {}), ("flip", {"flip": True}),
+                              ("flip+scales", {"flip": True, "scales": (1.0, 1.15)})):
+                qf, gf, _ = embed_dataset(model, ds, device="cpu", precision="fp32", progress=False, **kw)
+                r = evaluate_features(f"{name} {label}", qf, gf, ds)[0]
+                got[label] = {"mAP": round(r.result["mAP"], 4), "rank1": round(r.result["rank1"], 4)}
+            row = out["rows"].setdefault(name, {"overrides": over, "input_size": list(model.spec.input_size),
+                                                "folds": {}})
+            row["folds"][str(fold)] = {"train_s": None if secs is None else round(secs, 1), **got}
+            table.append((name, fold, got, secs))
+            print(f"  {name} fold {fold}: mAP {got['plain']['mAP']:.4f} flip {got['flip']['mAP']:.4f}", file=sys.stderr)
+    print(f"\n{'variant':<34} {'fold':>4} {'mAP':>7} {'R1':>7} {'mAP flip':>9} {'R1 flip':>8} {'mAP f+s':>8} "
+          f"{'train s':>8}")
+    print("-" * 92)
+    for name, fold, got, secs in table:
+        print(f"{name:<34} {fold:>4} {got['plain']['mAP']:7.4f} {got['plain']['rank1']:7.4f} {got['flip']['mAP']:9.4f} "
+              f"{got['flip']['rank1']:8.4f} {got['flip+scales']['mAP']:8.4f} {('-' if secs is None else f'{secs:.0f}'):>8}")
+    if len(folds) > 1:
+        print(f"\n{'variant':<34} {'folds':>5} {'mAP flip mean':>14} {'sd':>6} {'min':>6} {'max':>6} {'R1 flip':>8}")
+        print("-" * 84)
+    for name, row in out["rows"].items():
+        maps = [f["flip"]["mAP"] for f in row["folds"].values()]
+        r1s = [f["flip"]["rank1"] for f in row["folds"].values()]
+        row["flip_mAP_mean"] = round(statistics.fmean(maps), 4)
+        row["flip_mAP_sd"] = round(statistics.stdev(maps), 4) if len(maps) > 1 else 0.0
+        row["flip_rank1_mean"] = round(statistics.fmean(r1s), 4)
+        if len(folds) > 1:
+            print(f"{name:<34} {len(maps):>5} {row['flip_mAP_mean']:14.4f} {row['flip_mAP_sd']:6.4f} {min(maps):6.4f} "
+                  f"{max(maps):6.4f} {row['flip_rank1_mean']:8.4f}")
     print(json.dumps(out))
     return 0
 

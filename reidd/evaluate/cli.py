@@ -31,6 +31,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--val-identities", type=float, default=0.2,
                    help="For layouts without query/gallery: held-out identities (fraction or count), as in training.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the identity split (use the training seed).")
+    p.add_argument("--val-fold", type=int, default=0, metavar="K",
+                   help="Which block of --val-identities identities was held out (use the training's val_fold).")
     p.add_argument("--model", action="append", default=[], metavar="CKPT", help="A reidd checkpoint (repeatable).")
     p.add_argument("--imagenet", action="append", default=[], metavar="BACKBONE",
                    choices=BACKBONE_NAMES,
@@ -103,6 +105,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return extra
     try:
         ds = load_dataset(args.data, args.layout, val_identities=args.val_identities, seed=args.seed,
+                          val_fold=args.val_fold,
                           on_bad=args.on_bad, progress=progress)
     except DatasetError as exc:
         return _err(str(exc))

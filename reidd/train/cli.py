@@ -45,6 +45,9 @@ def _register_train(subparsers: Any) -> None:
                    help="Dataset layout (default auto-detect).")
     p.add_argument("--val-identities", type=float,
                    help="Held-out validation identities: a fraction (<1) or a count (>=1).")
+    p.add_argument("--val-fold", type=int, metavar="K",
+                   help="Hold out the K-th block of --val-identities identities in the seed's order (0 = first): "
+                        "folds 0, 1, 2, ... are disjoint validation sets for k-fold choices.")
     p.add_argument("--backbone", choices=BACKBONE_NAMES, help="CNN backbone.")
     p.add_argument("--embedding-dim", type=int, help="Linear reduction to this size before the BNNeck.")
     _bool_flag(p, "--attention", "CBAM attention after the backbone.")
@@ -59,6 +62,9 @@ def _register_train(subparsers: Any) -> None:
     p.add_argument("--max-iters", type=int, help="At most N iterations per epoch (short runs).")
     p.add_argument("--min-iters", type=int, help="At least N iterations per epoch (small datasets).")
     p.add_argument("--optimizer", choices=["adam", "sgd"], help="Optimiser.")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="Validate and keep an exponential moving average of the weights (decay per iteration, "
+                        "e.g. 0.98 for about 50 iterations).")
     p.add_argument("--resume", metavar="CKPT", help="Resume from a last.pt exactly (model, optimiser, RNG, epoch).")
     p.add_argument("--finetune", metavar="CKPT", help="Start from a checkpoint's weights with a fresh optimiser.")
     p.add_argument("--out", help="Output folder.")
@@ -81,7 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
     overrides = {
-        "data": args.data, "layout": args.layout, "val_identities": args.val_identities, "backbone": args.backbone,
+        "data": args.data, "layout": args.layout, "val_identities": args.val_identities,
+        "val_fold": args.val_fold, "ema": args.ema, "backbone": args.backbone,
         "embedding_dim": args.embedding_dim, "attention": args.attention, "multi_level": args.multi_level,
         "input_size": tuple(args.input_size) if args.input_size else None, "pretrained": args.pretrained,
         "freeze_stages": args.freeze_stages,

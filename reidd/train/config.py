@@ -27,6 +27,11 @@ class TrainConfig(BaseModel):
     val_identities: float = Field(
         0.2, gt=0, description="Held-out identities when the layout has no query/gallery: fraction (<1) or count."
     )
+    val_fold: int = Field(
+        0, ge=0,
+        description="Which block of val_identities identities (in the seed's order) is held out: folds 0, 1, 2, ... "
+        "of one seed are disjoint, for k-fold choices of a recipe (0: the split of earlier versions).",
+    )
     on_bad: Literal["error", "skip"] = Field("error", description="Missing/corrupt image: stop, or skip and count.")
     # model
     backbone: BackboneName = Field(
@@ -75,6 +80,11 @@ class TrainConfig(BaseModel):
     color_jitter: float = Field(0.2, ge=0, le=1, description="Brightness/contrast/saturation jitter.")
     erasing_p: float = Field(0.5, ge=0, le=1, description="Random erasing probability.")
     # runtime
+    ema: float | None = Field(
+        None, gt=0, lt=1,
+        description="Keep an exponential moving average of the weights with this decay per iteration (e.g. 0.999); "
+        "validation, best.pt and the exported model use the average (None: off).",
+    )
     seed: int = Field(0, description="Seed of everything random (split, sampler, augmentation, init).")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
     precision: Literal["auto", "fp32"] = Field(

@@ -119,11 +119,14 @@ def _check(samples: list[Sample], on_bad: str, skipped: list[str], progress: boo
 
 
 def split_identities(
-    samples: list[Sample], val_identities: float, seed: int
+    samples: list[Sample], val_identities: float, seed: int, fold: int = 0
 ) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """Identity-disjoint split into (train, query, gallery).
 
     ``val_identities``: a fraction (< 1) of the identities or a count (>= 1), chosen at random by ``seed``.
+    ``fold``: which block of that size in the seeded order of identities is held out (0: the first), so that
+    folds 0, 1, 2, ... of one seed are disjoint validation sets (k-fold over identities) and fold 0 is the
+    split of earlier versions.
     For each validation identity, cameras are visited in random order and one random image of a camera
     becomes a query when images of *another* camera remain in the gallery; all other images are gallery.
     So every query has a cross-camera positive, and an identity seen by one camera only is a distractor.
@@ -135,10 +138,14 @@ def split_identities(
             f"val_identities={val_identities} gives {n_val} of {len(pids)} identities for validation; "
             "need at least one for training and one for validation"
         )
+    if fold < 0 or (fold + 1) * n_val > len(pids):
+        raise DatasetError(
+            f"val_fold={fold}: folds of {n_val} identities; {len(pids)} identities hold folds 0-{len(pids) // n_val - 1}"
+        )
     rng = random.Random(seed)
     shuffled = pids[:]
     rng.shuffle(shuffled)
-    val = set(shuffled[:n_val])
+    val = set(shuffled[fold * n_val:(fold + 1) * n_val])
     train = [s for s in samples if s.pid not in val]
     by_pid: dict[int, list[Sample]] = defaultdict(list)
     for s in samples:
@@ -247,7 +254,7 @@ def _read_cityflow_xml(xml_path: Path, folder: Path) -> list[Sample]:
     return out
 
 
-def _read_cityflow(root: Path, val_identities: float, seed: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
+def _read_cityflow(root: Path, val_identities: float, seed: int, fold: int = 0) -> tuple[list[Sample], list[Sample], list[Sample]]:
     train = _read_cityflow_xml(root / "train_label.xml", root / "image_train")
     if (root / "query_label.xml").is_file() and (root / "test_label.xml").is_file():
         query = _read_cityflow_xml(root / "query_label.xml", root / "image_query")
@@ -255,10 +262,10 @@ def _read_cityflow(root: Path, val_identities: float, seed: int) -> tuple[list[S
         gallery = [replace(s, track=tracks.get(Path(s.path).name))
                    for s in _read_cityflow_xml(root / "test_label.xml", root / "image_test")]
         return train, query, gallery
-    return split_identities(train, val_identities, seed)
+    return split_identities(train, val_identities, seed, fold)
 
 
-def _read_csv(csv_path: Path, val_identities: float, seed: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
+def _read_csv(csv_path: Path, val_identities: float, seed: int, fold: int = 0) -> tuple[list[Sample], list[Sample], list[Sample]]:
     with csv_path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = {"path", "pid", "camid"} - set(reader.fieldnames or [])
@@ -283,7 +290,7 @@ def _read_csv(csv_path: Path, val_identities: float, seed: int) -> tuple[list[Sa
         groups[(r.get("role") or "train").strip().lower()].append(s)
     if groups.get("query") and groups.get("gallery"):
         return groups.get("train", []), groups["query"], groups["gallery"]
-    return split_identities([s for g in groups.values() for s in g], val_identities, seed)
+    return split_identities([s for g in groups.values() for s in g], val_identities, seed, fold)
 
 
 def _natural(s: str) -> tuple[int, int | str]:
@@ -300,7 +307,7 @@ def _folder_samples(paths: list[Path]) -> list[tuple[Path, str, int]]:
     return out
 
 
-def _read_folder(root: Path, val_identities: float, seed: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
+def _read_folder(root: Path, val_identities: float, seed: int, fold: int = 0) -> tuple[list[Sample], list[Sample], list[Sample]]:
     has_eval = (root / "query").is_dir() and (root / "gallery").is_dir()
     parts = {"query": root / "query", "gallery": root / "gallery"} if has_eval else {}
     if has_eval:
@@ -315,7 +322,7 @@ def _read_folder(root: Path, val_identities: float, seed: int) -> tuple[list[Sam
     samples = {k: [Sample(str(p), code[pid], cam) for p, pid, cam in v] for k, v in listed.items()}
     if has_eval:
         return samples["train"], samples["query"], samples["gallery"]
-    return split_identities(samples["all"], val_identities, seed)
+    return split_identities(samples["all"], val_identities, seed, fold)
 
 
 def detect_layout(root: Path) -> str:
@@ -339,6 +346,7 @@ def load_dataset(
     *,
     val_identities: float = 0.2,
     seed: int = 0,
+    val_fold: int = 0,
     on_bad: str = "error",
     test_size: int = 800,
     check_images: bool = True,
@@ -347,7 +355,8 @@ def load_dataset(
     """Read a dataset; see the module docstring for layouts and the split protocol.
 
     ``on_bad``: ``"error"`` (raise naming the first missing/corrupt image) or ``"skip"`` (leave them out,
-    listed in ``ReidDataset.skipped``). ``test_size``: VehicleID test list (800, 1600 or 2400).
+    listed in ``ReidDataset.skipped``). ``test_size``: VehicleID test list (800, 1600 or 2400). ``val_fold``: the
+    block of identities held out where the split is made here (see :func:`split_identities`).
     """
     root = Path(root)
     if not root.exists():
@@ -363,11 +372,11 @@ def load_dataset(
     elif layout == "vehicleid":
         train, query, gallery = _read_vehicleid(root, test_size, seed)
     elif layout == "cityflow":
-        train, query, gallery = _read_cityflow(root, val_identities, seed)
+        train, query, gallery = _read_cityflow(root, val_identities, seed, val_fold)
     elif layout == "csv":
-        train, query, gallery = _read_csv(root if root.is_file() else root / "manifest.csv", val_identities, seed)
+        train, query, gallery = _read_csv(root if root.is_file() else root / "manifest.csv", val_identities, seed, val_fold)
     else:
-        train, query, gallery = _read_folder(root, val_identities, seed)
+        train, query, gallery = _read_folder(root, val_identities, seed, val_fold)
     skipped: list[str] = []
     if check_images:
         train, query, gallery = (_check(s, on_bad, skipped, progress) for s in (train, query, gallery))

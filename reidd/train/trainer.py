@@ -177,7 +177,7 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None], dataset
 
     seed_everything(cfg.seed)
     ds = dataset or load_dataset(cfg.data, cfg.layout, val_identities=cfg.val_identities, seed=cfg.seed,
-                                 on_bad=cfg.on_bad, progress=progress)
+                                 val_fold=cfg.val_fold, on_bad=cfg.on_bad, progress=progress)
     log(ds.summary())
     if ds.num_train_pids < cfg.batch_p:
         raise ValueError(f"batch_p={cfg.batch_p} is more than the {ds.num_train_pids} training identities")
@@ -209,6 +209,8 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None], dataset
         best_map = float(resume_meta["metrics"].get("best_map", -1.0))
         best_epoch = int(resume_meta["metrics"].get("best_epoch", 0))
     history = _read_csv(out / "metrics.csv", start) if resume_meta is not None else []
+    ema = _averaged(model, cfg.ema, resume_meta, log)
+    judged = model if ema is None else ema.module  # what is validated, kept as best.pt and returned
     tf = build_transforms(model.spec.input_size, model.spec.mean, model.spec.std, train=True, flip_p=cfg.flip_p,
                           pad=cfg.pad, color_jitter=cfg.color_jitter, erasing_p=cfg.erasing_p)
     sampler = PKSampler([s.pid for s in ds.train], cfg.batch_p, cfg.batch_k, seed=cfg.seed, max_batches=cfg.max_iters,
@@ -233,6 +235,8 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None], dataset
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             n += 1
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             for k, v in parts.items():
@@ -243,7 +247,7 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None], dataset
         sched.step()
         row: dict[str, float] = {"epoch": epoch + 1, "lr": lr, **{k: v / max(n, 1) for k, v in sums.items()}}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            row.update(validate(model, ds, device=device, batch_size=cfg.eval_batch_size,
+            row.update(validate(judged, ds, device=device, batch_size=cfg.eval_batch_size,
                                 precision="fp32" if cfg.precision == "fp32" else "auto"))
         row["time_s"] = time.perf_counter() - t0
         history.append(row)
@@ -253,15 +257,33 @@ def _train(cfg: TrainConfig, progress: bool, log: Callable[[str], None], dataset
         extra = {"config": cfg.model_dump(mode="json"), "best_map": best_map, "best_epoch": best_epoch,
                  "val": {k: row[k] for k in ("mAP", "rank1", "mINP") if k in row}, "dataset": ds.name}
         save_checkpoint(out / "last.pt", model, epoch=epoch + 1, optimizer=opt, scheduler=sched, scaler=scaler,
-                        extra=extra)
+                        extra=extra, averaged=None if ema is None else ema.module)
         if improved:
-            save_checkpoint(out / "best.pt", model, epoch=epoch + 1, extra=extra, rng_state=False)
+            save_checkpoint(out / "best.pt", judged, epoch=epoch + 1, extra=extra, rng_state=False)
         _write_csv(out / "metrics.csv", history)
         _plot(out)
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row.get('loss', float('nan')):.4f}"
             + (f" mAP {row['mAP']:.4f} R1 {row['rank1']:.4f}" if "mAP" in row else "")
             + f" lr {lr:.2e} ({row['time_s']:.1f}s)")
-    return TrainResult(out, best_map, best_epoch, history, model)
+    return TrainResult(out, best_map, best_epoch, history, judged)
+
+
+def _averaged(model: ReidModel, decay: float | None, resume_meta: dict[str, Any] | None,
+              log: Callable[[str], None]) -> torch.optim.swa_utils.AveragedModel | None:
+    """The exponential moving average of ``model``'s weights and buffers (BatchNorm statistics too), or None
+    when ``decay`` is None; on resume it goes on from the average last.pt kept."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if resume_meta is not None:
+        if "averaged" not in resume_meta:
+            raise CheckpointMismatch(f"{resume_meta['path']}: trained without ema; resume it without ema")
+        ema.module.load_state_dict(resume_meta["averaged"])
+        ema.n_averaged.fill_(1)  # the next update averages into it instead of copying the model
+        log(f"weight average (decay {decay}) resumed")
+    return ema
 
 
 def _plot(out: Path) -> None:

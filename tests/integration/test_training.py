@@ -63,6 +63,32 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert (tmp_path / "b" / "training.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_weight_average_is_what_is_validated_kept_and_resumed(tmp_path: Path) -> None:
+    """With ``ema`` the average of the weights is validated and kept as best.pt, last.pt keeps the trained weights
+    beside it, and an interrupted run resumes into the same average as an uninterrupted one."""
+    from reidd.reid.checkpoint import load_checkpoint
+
+    data = write_toy_reid_dataset(tmp_path / "toy", num_ids=8, size=(32, 32))
+    straight = train(_cfg(data, tmp_path / "a", ema=0.5), progress=False)
+    trained, meta = load_checkpoint(tmp_path / "a" / "last.pt")
+    best, _ = load_checkpoint(tmp_path / "a" / "best.pt")
+    avg = straight.model.state_dict()
+    assert meta["averaged"].keys() == avg.keys()
+    moved = [k for k, v in avg.items() if v.is_floating_point() and not torch.equal(v, trained.state_dict()[k])]
+    assert moved, "the average is the trained weights"
+    for k, v in avg.items():
+        assert torch.equal(meta["averaged"][k], v.cpu()), k
+    if straight.best_epoch == 2:
+        assert all(torch.equal(best.state_dict()[k], v) for k, v in avg.items())
+    ds = load_dataset(data, val_identities=4)
+    assert validate(straight.model, ds, device=torch.device("cpu"))["mAP"] == pytest.approx(
+        straight.history[-1]["mAP"], abs=1e-6)
+    train(_cfg(data, tmp_path / "b", ema=0.5), progress=False, stop_after_epoch=1)
+    resumed = train(_cfg(data, tmp_path / "b", ema=0.5, resume=str(tmp_path / "b" / "last.pt")), progress=False)
+    for k, v in avg.items():
+        assert torch.allclose(v.float(), resumed.model.state_dict()[k].float(), atol=1e-6, rtol=0), k
+
+
 @pytest.mark.skipif(not VN.is_dir(), reason="shared vn-2cam crops not present")
 def test_short_training_on_vn2cam_beats_imagenet(tmp_path: Path) -> None:
     from reidd.reid.model import ModelSpec, build_model, pick_device

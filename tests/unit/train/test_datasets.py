@@ -147,3 +147,20 @@ def test_folder_identity_is_the_whole_name_before_cam(tmp_path: Path) -> None:
     (tmp_path / "all" / "nocamera.jpg").write_bytes((tmp_path / "all" / "van_7_cam1.jpg").read_bytes())
     with pytest.raises(DatasetError, match=r"nocamera\.jpg.*<identity>_cam<k>"):
         load_dataset(tmp_path, layout="folder", val_identities=1)
+
+
+def test_val_folds_are_disjoint_and_cover_the_identities(tmp_path: Path) -> None:
+    write_toy_reid_dataset(tmp_path, num_ids=10, cams=2, per_cam=1, size=(16, 16))
+    held = []
+    for fold in range(3):
+        ds = load_dataset(tmp_path, val_identities=3, seed=4, val_fold=fold)
+        names = {Path(s.path).name.split("_")[0] for s in ds.query + ds.gallery}
+        train_names = {Path(s.path).name.split("_")[0] for s in ds.train}
+        assert len(names) == 3 and not names & train_names and len(train_names) == 7
+        held.append(names)
+    assert not held[0] & held[1] and not held[0] & held[2] and not held[1] & held[2]
+    # fold 0 is the split without folds (earlier versions' validation set)
+    assert load_dataset(tmp_path, val_identities=3, seed=4).query == load_dataset(
+        tmp_path, val_identities=3, seed=4, val_fold=0).query
+    with pytest.raises(DatasetError, match=r"val_fold=3: .* folds 0-2"):
+        load_dataset(tmp_path, val_identities=3, seed=4, val_fold=3)
