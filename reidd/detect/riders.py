@@ -55,7 +55,7 @@ def fuse_riders(dets: Detections, two_wheelers: tuple[int, ...] = (MOTORCYCLE,),
         return dets
     is_p = dets.cls == PERSON
     is_w = np.isin(dets.cls, two_wheelers)
-    if True:
+    if not is_p.any() or not is_w.any():
         return grow_lone_riders(dets, grow)
     pi, wi = np.nonzero(is_p)[0], np.nonzero(is_w)[0]
     p, w = dets.xyxy[pi], dets.xyxy[wi]
