@@ -478,14 +478,6 @@ class ReidConfig(_Model):
             "work). Off by default: no gain on the realistic-scene benchmark with the default embedder."
         ),
     )
-    attribute_model: str | None = Field(
-        None,
-        description=(
-            "OpenVINO IR (.xml) of Intel's vehicle-attributes-recognition-barrier-0039: the colour (7) and type (4) "
-            "of every crop, pooled per tracklet and weighed in matching as evidence (matching.attribute_weight). "
-            "Unset: none."
-        ),
-    )
     max_batch: int = Field(64, ge=1, description="Crops per embedder call, at most.")
     max_wait_ms: float = Field(20.0, ge=0, description="Wait at most this long to fill a batch.")
     pooling: Literal["quality", "mean"] = Field(
@@ -608,14 +600,6 @@ class MatchingConfig(_Model):
     )
     colour_weight: float = Field(4.0, ge=0, description="Weight of the colour evidence (Bhattacharyya coefficient).")
     colour_ref: float = Field(0.6, ge=0, le=1, description="Colour coefficient that adds nothing (above: more, below: less).")
-    attribute_weight: float = Field(
-        1.0, ge=0,
-        description="Weight of the colour/type evidence of reid.attribute_model: the log-likelihood ratio of the two "
-        "tracklets' posteriors (same vehicle vs two, against the prior of every tracklet seen) is added to the score.",
-    )
-    attribute_clip: float = Field(
-        1.5, gt=0, description="The colour/type log-likelihood ratio is clipped to +-this before weighing."
-    )
     class_penalty: float = Field(
         2.0, ge=0, description="Subtracted when the vehicle classes disagree (twice for two-wheel vs four-wheel)."
     )
@@ -962,14 +946,6 @@ def _check_files(cfg: Config, base: Path, skip: set[str]) -> list[tuple[str, str
                     problems.append(("detector.model", f"{cfg.detector.model} is an empty file"))
     if cfg.detector.type == "openvino" and "detector.model" not in skip:
         problems += _check_openvino_detector(cfg.detector, base)
-    if cfg.reid.attribute_model and "reid.attribute_model" not in skip:
-        cfg.reid.attribute_model = _resolve(base, cfg.reid.attribute_model)
-        if _check_model_path("reid.attribute_model", cfg.reid.attribute_model, problems, "model file"):
-            xml = Path(cfg.reid.attribute_model)
-            if not xml.is_file() or xml.suffix.lower() != ".xml":
-                problems.append(("reid.attribute_model", f"{xml} is not an OpenVINO .xml file"))
-            elif not xml.with_suffix(".bin").is_file():
-                problems.append(("reid.attribute_model", f"{xml.with_suffix('.bin')} (its weights) not found"))
     if cfg.reid.weights and "reid.weights" not in skip:
         cfg.reid.weights = _resolve(base, cfg.reid.weights)
         if _check_model_path("reid.weights", cfg.reid.weights, problems, "checkpoint"):

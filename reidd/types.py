@@ -204,8 +204,6 @@ class TrackletEmbedding:
     embedding: np.ndarray  # (D,) float32, unit norm
     crop_count: int
     colour: np.ndarray | None = None  # hue-saturation signature of the crops (reidd.reid.colour)
-    #: mean colour (7) and type (4) posteriors of the crops from reid.attribute_model (reidd.evaluate.attributes)
-    vehicle_attrs: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)

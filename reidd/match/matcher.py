@@ -165,7 +165,7 @@ class Matcher:
     def submit(self, q: TrackletEmbedding) -> None:
         self._version += 1
         t = q.tracklet
-        self.policy.observe(t.camera_id, q.embedding, q.vehicle_attrs)
+        self.policy.observe(t.camera_id, q.embedding)
         key = (t.camera_id, t.local_id)
         if t.segment > 0:  # a periodic piece of a long track: same vehicle, by construction
             for g in self.pending:
@@ -201,18 +201,14 @@ class Matcher:
         cls, share = _class_vote(g.members) if self.use_class else (None, 0.0)
         colours = [m.colour for m in g.members if m.colour is not None]
         colour = None if not colours else np.mean(colours, axis=0)
-        attrs = [m.vehicle_attrs for m in g.members if m.vehicle_attrs is not None]
-        return Query(g.first.tracklet.tracklet_id, g.camera_id, g.first_ts, g.last_ts, g.embedding(), cls, share, colour,
-                     None if not attrs else np.mean(attrs, axis=0))
+        return Query(g.first.tracklet.tracklet_id, g.camera_id, g.first_ts, g.last_ts, g.embedding(), cls, share, colour)
 
     def _to_candidate(self, e: GalleryEntry) -> Candidate:
         a = e.attributes
         colour = a.get("colour")
-        vattrs = a.get("vattrs")
         return Candidate(e.tracklet_id, e.camera_id, e.global_id, e.first_ts, e.last_ts, e.embedding,
                          a.get("cls") if self.use_class and a.get("cls_share") is not None else None,
-                         float(a.get("cls_share") or 0.0), None if colour is None else np.asarray(colour, np.float32),
-                         _vehicle_attrs(vattrs))
+                         float(a.get("cls_share") or 0.0), None if colour is None else np.asarray(colour, np.float32))
 
     def decide(self, now_ts: float | None = None, progress: Progress | None = None) -> list[Decision]:
         """Decide every pending group that is ready at ``now_ts``. Returns decisions in a deterministic
@@ -454,9 +450,7 @@ class Matcher:
                 attributes={"cls": t.cls, "cls_share": round(cls_share, 3), "num_boxes": len(t.boxes),
                             "local_id": t.local_id,
                             "matched": None if d.match is None else d.match.gallery_id,
-                            "colour": None if d.query.colour is None else [round(float(v), 5) for v in d.query.colour],
-                            **({} if d.query.vehicle_attrs is None else
-                               {"vattrs": [round(float(v), 5) for v in d.query.vehicle_attrs]})},
+                            "colour": None if d.query.colour is None else [round(float(v), 5) for v in d.query.colour]},
             )
             if self._unsaved:
                 self._keep_unsaved(entry)  # keep the order of writes
@@ -528,15 +522,3 @@ class Matcher:
         self._track_gid.move_to_end(key)
         while len(self._track_gid) > self._max:
             self._track_gid.popitem(last=False)
-
-
-def _vehicle_attrs(v: object) -> np.ndarray | None:
-    """An entry's colour/type posteriors (``attrs.vattrs``), or None when it has none or they do not read as 11
-    probabilities (another daemon's entry is input: a bad one loses its attribute evidence, nothing else)."""
-    if not isinstance(v, list) or len(v) != 11:
-        return None
-    try:
-        a = np.asarray(v, np.float64)
-    except (TypeError, ValueError):
-        return None
-    return a if np.isfinite(a).all() and (a >= 0).all() and (a <= 1).all() else None

@@ -18,9 +18,6 @@ How a query (a closed tracklet, or a group of fragments of one track) is scored 
 3. **Soft evidence.** Colour (hue-saturation signatures) adds ``colour_weight * (bc - colour_ref)``;
    vehicle classes that disagree subtract ``class_penalty`` (motorcycle vs four wheels counts twice
    as much as car vs bus/truck, which COCO confuses), only where both tracklets' class votes are clear.
-   With ``reid.attribute_model``, the colour/type posteriors of the two tracklets add
-   ``attribute_weight * clip(log LR, +-attribute_clip)``, LR being how much more likely those posteriors are
-   for one vehicle than for two (``reidd.evaluate.attributes``; the prior is the mean of every tracklet seen).
 
 Assignment: all pending queries (ready or still waiting for their competitors) and their candidates
 enter one one-to-one assignment (Hungarian on the total score, pairs below ``min_score`` excluded);
@@ -49,7 +46,6 @@ other vehicles; the pooled tracklet embedding already averages the vehicle's own
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -99,7 +95,6 @@ class Query:
     cls: int | None = None  # majority class, None when the detector gives none
     cls_share: float = 0.0  # fraction of boxes voting for ``cls``
     colour: np.ndarray | None = None
-    vehicle_attrs: np.ndarray | None = None  # colour (7) + type (4) posteriors (reid.attribute_model)
 
 
 @dataclass
@@ -115,7 +110,6 @@ class Candidate:
     cls: int | None = None
     cls_share: float = 0.0
     colour: np.ndarray | None = None
-    vehicle_attrs: np.ndarray | None = None
 
 
 @dataclass
@@ -135,7 +129,6 @@ class Scored:
     transit_term: float = 0.0  # log-likelihood ratio of the transit time (learned) against a uniform window
     first_ts: float = 0.0  # the entry's own times (a match event reports them)
     last_ts: float = 0.0
-    attribute_term: float | None = None  # weighted colour/type log-likelihood ratio (reid.attribute_model)
 
     def explain(self) -> dict:
         return {"entry": self.entry_id, "camera": self.camera_id, "gid": self.global_id,
@@ -143,7 +136,6 @@ class Scored:
                 "adjusted": round(self.adjusted, 4), "z": round(self.z, 3),
                 "colour": None if self.colour is None else round(self.colour, 3),
                 "class": round(self.class_term, 3), "transit": round(self.transit_term, 3),
-                **({} if self.attribute_term is None else {"attributes": round(self.attribute_term, 3)}),
                 "score": round(self.score, 3)}
 
 
@@ -172,8 +164,6 @@ class AssociationPolicy:
         self._stats: dict[tuple[str, str] | None, tuple[float, float]] = {}
         self._transits: dict[tuple[str, str], deque[float]] = {}  # accepted links' transit times per pair
         self._transit_arrays: dict[tuple[str, str], np.ndarray] = {}  # the same as arrays, until the next link
-        self._attr_sum: np.ndarray | None = None  # colour/type posteriors of every query so far (their prior)
-        self._attr_n = 0
 
     # ------------------------------------------------------------------ topology
     def transit_ok(self, src_cam: str, dst_cam: str, transit_s: float) -> bool:
@@ -205,13 +195,8 @@ class AssociationPolicy:
         return widest / 2 if self.cfg.early else widest
 
     # ------------------------------------------------------------------ appearance
-    def observe(self, camera_id: str, embedding: np.ndarray, vehicle_attrs: np.ndarray | None = None) -> None:
-        """Feed every tracklet embedding of a camera (in order): updates that camera's mean, and the prior of the
-        colour/type posteriors when the tracklet has them."""
-        if vehicle_attrs is not None:
-            a = np.asarray(vehicle_attrs, np.float64)
-            self._attr_sum = a.copy() if self._attr_sum is None else self._attr_sum + a
-            self._attr_n += 1
+    def observe(self, camera_id: str, embedding: np.ndarray) -> None:
+        """Feed every tracklet embedding of a camera (in order): updates that camera's mean."""
         n = self._cam_n.get(camera_id, 0) + 1
         self._cam_n[camera_id] = n
         e = np.asarray(embedding, np.float64)
@@ -284,19 +269,6 @@ class AssociationPolicy:
             return 0.0
         return -self.cfg.class_penalty * (2.0 if "two-wheel" in (ga, gb) else 1.0)
 
-    def _attribute_term(self, a: np.ndarray | None, b: np.ndarray | None) -> float | None:
-        """``attribute_weight * clip(log LR_colour + log LR_type, +-attribute_clip)``: how much more likely the two
-        tracklets' colour/type posteriors are for one vehicle than for two, against the prior of every tracklet seen
-        (see reidd.evaluate.attributes); None when either has none."""
-        if a is None or b is None or self._attr_n == 0 or self.cfg.attribute_weight == 0:
-            return None
-        prior = np.maximum(self._attr_sum / self._attr_n, 1e-6)
-        lo = 0.0
-        for sl in (slice(0, 7), slice(7, 11)):
-            lo += math.log(max(float(np.sum(a[sl] * b[sl] / prior[sl])), 1e-12))
-        clip = self.cfg.attribute_clip
-        return float(self.cfg.attribute_weight * min(max(lo, -clip), clip))
-
     def score(self, q: Query, cands: list[Candidate], *, record: bool = False) -> list[Scored]:
         """Every allowed candidate of ``q`` scored, best first. ``record``: add the adjusted cosines to
         the calibration samples of their camera pair (once per query)."""
@@ -318,11 +290,9 @@ class AssociationPolicy:
             colour_term = 0.0 if bc is None else self.cfg.colour_weight * (bc - self.cfg.colour_ref)
             cls_term = self._class_term(q.cls, q.cls_share, c.cls, c.cls_share)
             tt = self._transit_term((c.camera_id, q.camera_id), transit)
-            at = self._attribute_term(q.vehicle_attrs, c.vehicle_attrs)
             out.append(Scored(c.entry_id, c.camera_id, c.global_id, float(transit),
                               float(np.dot(q.embedding, c.embedding)), adj, float(z), bc, cls_term,
-                              float(z + colour_term + cls_term + tt + (at or 0.0)), tt, float(c.first_ts),
-                              float(c.last_ts), at))
+                              float(z + colour_term + cls_term + tt), tt, float(c.first_ts), float(c.last_ts)))
         if record:
             for pair, vals in raw_by_pair.items():
                 self._record(pair, vals)

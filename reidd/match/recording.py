@@ -27,9 +27,6 @@ import numpy as np
 
 from reidd.config import printable
 from reidd.reid.colour import SIGNATURE_LEN
-
-#: colour (7) and type (4) posteriors of reid.attribute_model, recorded as "vattrs"
-VEHICLE_ATTRS_LEN = 11
 from reidd.types import BoxRecord, CameraProgress, Progress, Tracklet, TrackletEmbedding
 
 log = logging.getLogger("reidd.rematch")
@@ -66,8 +63,6 @@ class EmbeddingLog:
         rec["emb"] = base64.b64encode(np.asarray(e.embedding, "<f4").tobytes()).decode()
         rec["crops"] = e.crop_count
         rec["colour"] = None if e.colour is None else base64.b64encode(np.asarray(e.colour, "<f4").tobytes()).decode()
-        if e.vehicle_attrs is not None:
-            rec["vattrs"] = base64.b64encode(np.asarray(e.vehicle_attrs, "<f4").tobytes()).decode()
         self._write({"q": rec})
 
     def no_crops(self, t: Tracklet) -> None:
@@ -239,14 +234,7 @@ def _record(obj: object, dim: int) -> tuple[str, object]:
         colour = _floats(colour, "q.colour", SIGNATURE_LEN)
         if (colour < 0).any() or (colour > 1).any():
             raise _Bad("q.colour: values must be in [0, 1]")
-    vattrs = q.get("vattrs")
-    if vattrs is not None:
-        vattrs = _floats(vattrs, "q.vattrs", VEHICLE_ATTRS_LEN)
-        if (vattrs < 0).any() or (vattrs > 1).any() or not np.allclose(
-                [vattrs[:7].sum(), vattrs[7:].sum()], 1.0, atol=1e-3):
-            raise _Bad("q.vattrs: expected colour (7) and type (4) probabilities, each group summing to 1")
-    return "query", TrackletEmbedding(t, emb, _integer(_get(q, "crops", "q"), "q.crops", 0, 2**31 - 1), colour,
-                                      vattrs)
+    return "query", TrackletEmbedding(t, emb, _integer(_get(q, "crops", "q"), "q.crops", 0, 2**31 - 1), colour)
 
 
 def _header(obj: object) -> int:

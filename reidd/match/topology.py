@@ -98,12 +98,11 @@ def _query(e: TrackletEmbedding, use_class: bool) -> Query:
     votes = Counter(b.cls for b in t.boxes)
     cls, n = votes.most_common(1)[0] if votes and use_class else (None, 0)
     return Query(t.tracklet_id, t.camera_id, t.first_ts, t.last_ts, e.embedding, cls,
-                 n / max(len(t.boxes), 1), e.colour, e.vehicle_attrs)
+                 n / max(len(t.boxes), 1), e.colour)
 
 
 def _candidate(q: Query) -> Candidate:
-    return Candidate(q.query_id, q.camera_id, 0, q.first_ts, q.last_ts, q.embedding, q.cls, q.cls_share, q.colour,
-                     q.vehicle_attrs)
+    return Candidate(q.query_id, q.camera_id, 0, q.first_ts, q.last_ts, q.embedding, q.cls, q.cls_share, q.colour)
 
 
 def _cluster(t: np.ndarray) -> np.ndarray:
@@ -143,7 +142,7 @@ def score_pairs(items: list[TrackletEmbedding], cfg: MatchingConfig, *, use_clas
     queries = [_query(e, use_class) for e in sorted(items, key=lambda e: (e.tracklet.last_ts,
                                                                         e.tracklet.tracklet_id))]
     for q in queries:  # camera means over the whole recording (the policy's running mean, fed in time order)
-        policy.observe(q.camera_id, q.embedding, q.vehicle_attrs)
+        policy.observe(q.camera_id, q.embedding)
     by_first = sorted(queries, key=lambda q: q.first_ts)
     ends = np.array([q.last_ts for q in queries])
     cands = [_candidate(q) for q in queries]

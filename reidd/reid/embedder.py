@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -147,20 +146,9 @@ class Embedder:
         self._mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
         self._size = (h, w)
-        self.attributes = self._attribute_model(cfg.attribute_model) if cfg.attribute_model else None
         log.info("embedder: %s dim=%d on %s (%s, %s)%s", self.spec.backbone, self.dim, self.device,
                  self.backend.name, str(self.dtype).replace("torch.", ""),
                  f" weights={cfg.weights}" if cfg.weights else " ImageNet init")
-
-    @staticmethod
-    def _attribute_model(path: str) -> Any:
-        """The colour/type model of ``reid.attribute_model``, loaded and checked now (one start-up error)."""
-        from reidd.evaluate.attributes import AttributeModel, AttributeModelError
-
-        try:
-            return AttributeModel(path, batch_size=32)
-        except AttributeModelError as exc:
-            raise EmbedderError(f"reid.attribute_model: {exc}") from exc
 
     @property
     def device(self) -> torch.device:
@@ -325,26 +313,9 @@ class Embedder:
         owner_t = torch.tensor(owner, device=feats.device)
         w = torch.tensor(quality, device=feats.device) if self.cfg.pooling == "quality" else None
         pooled = pool_groups(feats, owner_t, w, len(tracklets)).cpu().numpy().astype(np.float32)  # one copy back
-        attrs = self._vehicle_attrs(crops, owner, len(tracklets))
         return [TrackletEmbedding(t, pooled[i], len(t.crops),
-                                  colour_signature([c.image for c in t.crops], [c.quality for c in t.crops]),
-                                  None if attrs is None else attrs[i])
+                                  colour_signature([c.image for c in t.crops], [c.quality for c in t.crops]))
                 if t.crops else None for i, t in enumerate(tracklets)]
-
-    def _vehicle_attrs(self, crops: list[np.ndarray], owner: list[int], n: int) -> np.ndarray | None:
-        """Mean colour (7) and type (4) posteriors of each tracklet's crops, (n, 11) float32; None without
-        ``reid.attribute_model``."""
-        if self.attributes is None:
-            return None
-        t0 = time.perf_counter()
-        a = self.attributes.predict(crops)
-        post = np.concatenate([a.colour, a.type], axis=1)
-        sums = np.zeros((n, post.shape[1]))
-        np.add.at(sums, np.asarray(owner), post)
-        counts = np.bincount(owner, minlength=n)[:, None]
-        if self.metrics is not None:
-            self.metrics.stage_seconds.labels(stage="attributes").observe(time.perf_counter() - t0)
-        return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
 class BatchingEmbedder:

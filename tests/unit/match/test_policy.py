@@ -190,49 +190,6 @@ def test_colour_evidence_moves_the_score(rng) -> None:
     assert same.score - diff.score == pytest.approx(4.0, abs=1e-5)
 
 
-def _attrs(colour: int, kind: int, sure: float = 0.9) -> np.ndarray:
-    c = np.full(7, (1 - sure) / 6)
-    c[colour] = sure
-    t = np.full(4, (1 - sure) / 3)
-    t[kind] = sure
-    return np.concatenate([c, t])
-
-
-def test_attribute_evidence_is_a_clipped_likelihood_ratio_against_the_prior(rng) -> None:
-    p = AssociationPolicy(cfg(attribute_weight=2.0, attribute_clip=1.5))
-    q = unit(rng.normal(size=DIM))
-    e = near(q, rng, 0.8)
-    white_car, red_van, white_van = _attrs(0, 0), _attrs(3, 2), _attrs(0, 2)
-    plain = p.score(query("c2:1:0", q), [cand("c1:1:0", e, 1)])[0]
-    assert plain.attribute_term is None and "attributes" not in plain.explain()
-    # no prior yet (no tracklet with attributes seen): no evidence either
-    assert p.score(query("c2:1:0", q, vehicle_attrs=white_car), [cand("c1:1:0", e, 1, vehicle_attrs=white_car)])[
-        0].attribute_term is None
-    for a in [white_car] * 6 + [red_van] * 2 + [white_van] * 2:  # white cars are common, red vans rare
-        p.observe("c1", unit(rng.normal(size=DIM)), a)
-    prior = np.mean([white_car] * 6 + [red_van] * 2 + [white_van] * 2, axis=0)
-    plain = p.score(query("c2:1:0", q), [cand("c1:1:0", e, 1)])[0]  # the camera's mean moved: score again
-
-    def term(a: np.ndarray, b: np.ndarray) -> float:
-        s = p.score(query("c2:1:0", q, vehicle_attrs=a), [cand("c1:1:0", e, 1, vehicle_attrs=b)])[0]
-        assert s.score == pytest.approx(plain.score + s.attribute_term, abs=1e-5)
-        assert s.explain()["attributes"] == round(s.attribute_term, 3)
-        return s.attribute_term
-
-    def expected(a: np.ndarray, b: np.ndarray) -> float:
-        lo = np.log((a[:7] * b[:7] / prior[:7]).sum()) + np.log((a[7:] * b[7:] / prior[7:]).sum())
-        return 2.0 * float(np.clip(lo, -1.5, 1.5))
-
-    assert term(white_car, white_car) == pytest.approx(expected(white_car, white_car), abs=1e-6)
-    assert 0 < term(white_car, white_car) < term(red_van, red_van) == pytest.approx(3.0)  # rarer agreement: clip
-    assert term(white_car, red_van) == pytest.approx(-3.0)  # disagreement on both, clipped
-    assert term(white_car, white_car) > term(white_car, white_van) > term(white_car, red_van)
-    off = AssociationPolicy(cfg(attribute_weight=0.0))
-    off.observe("c1", unit(rng.normal(size=DIM)), white_car)
-    assert off.score(query("c2:1:0", q, vehicle_attrs=white_car),
-                     [cand("c1:1:0", e, 1, vehicle_attrs=red_van)])[0].attribute_term is None
-
-
 def test_fragment_continuation_needs_time_place_and_looks(rng) -> None:
     p = AssociationPolicy(cfg())
     v = unit(rng.normal(size=DIM))

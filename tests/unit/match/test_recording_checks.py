@@ -87,9 +87,6 @@ BAD_LINES = [
     ("NaN colour", _query_line(colour=_b64([np.nan] * SIGNATURE_LEN)), "q.colour[0]: must be finite"),
     ("short colour", _query_line(colour=_b64([0.5] * 3)), "q.colour: 3 float32 values, expected 40"),
     ("negative colour", _query_line(colour=_b64([-1.0] * SIGNATURE_LEN)), "q.colour: values must be in [0, 1]"),
-    ("short vattrs", _query_line(vattrs=_b64([0.1] * 7)), "q.vattrs: 7 float32 values, expected 11"),
-    ("vattrs not probabilities", _query_line(vattrs=_b64([0.5] * 11)), "q.vattrs: expected colour (7) and type (4)"),
-    ("negative vattrs", _query_line(vattrs=_b64([-0.1] + [1.1 / 6] * 6 + [0.25] * 4)), "q.vattrs: expected colour"),
     ("NaN tick", '{"t": NaN}', "t: must be finite"),
     ("tick a string", '{"t": "soon"}', "t: expected a number"),
     ("unknown record", '{"x": 1}', "expected one of"),
@@ -206,20 +203,3 @@ def test_progress_is_recorded_when_it_changes_and_read_back(tmp_path: Path) -> N
     assert json.loads(lines[3])["p"]["c1"] == [None, []]  # an ended source
     ticks = [item for kind, item in read_embedding_log(path) if kind == "tick"]
     assert ticks == [(2.0, p1), (2.1, None), (2.1, p2)]
-
-
-def test_vehicle_attributes_round_trip(tmp_path: Path) -> None:
-    """A tracklet's colour/type posteriors are recorded and read back as they were (rematch weighs them again);
-    a tracklet without them records none."""
-    rng = np.random.default_rng(5)
-    v = rng.normal(size=DIM)
-    with_attrs = _embedded("c1", 1, 0.0, v / np.linalg.norm(v))
-    with_attrs.vehicle_attrs = np.array([0.7, 0.1, 0.05, 0.05, 0.05, 0.04, 0.01, 0.6, 0.2, 0.1, 0.1], np.float32)
-    plain = _embedded("c2", 2, 5.0, v / np.linalg.norm(v))
-    log = EmbeddingLog(tmp_path / "e.jsonl", DIM)
-    log.query(with_attrs)
-    log.query(plain)
-    log.close()
-    got = [x for kind, x in read_embedding_log(tmp_path / "e.jsonl") if kind == "query"]
-    np.testing.assert_array_equal(got[0].vehicle_attrs, with_attrs.vehicle_attrs)
-    assert got[1].vehicle_attrs is None and "vattrs" not in (tmp_path / "e.jsonl").read_text().splitlines()[2]
