@@ -18,6 +18,16 @@ Example: ``python scripts/bench_gallery.py --sizes 1e4,1e5,1e6 --dim 256 --queri
 ``--nprobe 16,48,96`` times several nprobe values on one IVF index and ``--ef-search 64,256`` several
 efSearch values on one HNSW graph (``--kinds hnsw``; its 1e6 build takes 5-10 minutes on 2 cores),
 which is how to pick them for a gallery size.
+
+``--data realistic --real RUN/embeddings.jsonl ...`` builds the vectors from real re-ID embeddings: the tracklet
+embeddings a replay recorded (``reidd replay --save-embeddings``; ``scripts/bench_mtmc.py`` keeps them under
+``.state/bench/runs/TAG/gt/default/SEED/out/``). Each identity's centre is a random mixture of a few real embeddings
+(Dirichlet weights), and its three gallery entries and its query are views of that centre with noise. The mixture
+size and the noise are chosen so that two views of one vehicle have the cosine ``--view-cos`` (0.78: two cameras'
+tracklets of one vehicle, default embedder, benchmark seeds 11-13: 0.779 / 0.776 / 0.782) and two vehicles the
+mean cosine the real embeddings have between different tracklets; the script prints both for the real and the
+generated data. ``--dim`` is then the real embeddings' size. Example:
+``python scripts/bench_gallery.py --data realistic --real .state/bench/runs/base/gt/default/1[123]/out/embeddings.jsonl --sizes 1e5,1e6``
 """
 
 from __future__ import annotations
@@ -82,11 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="Neighbours per query (recall@k).")
     p.add_argument(
         "--data",
-        choices=("clustered", "uniform"),
+        choices=("clustered", "uniform", "realistic"),
         default="clustered",
         help="'clustered': views around n/10 identities around 64 appearance groups (like re-ID embeddings); "
-        "'uniform': uniform on the sphere (the worst case for graph indexes).",
+        "'uniform': uniform on the sphere (the worst case for graph indexes); 'realistic': mixtures of the real "
+        "embeddings in --real, spread as real views of one vehicle are (see above).",
     )
+    p.add_argument("--real", nargs="+", type=Path, default=[], metavar="EMBEDDINGS_JSONL",
+                   help="With --data realistic: embeddings.jsonl files recorded by replays (--save-embeddings).")
+    p.add_argument("--view-cos", type=float, default=0.78,
+                   help="With --data realistic: mean cosine of two views (cameras) of one vehicle.")
     p.add_argument("--noise", type=float, default=0.8, help="Spread around a centre for --data clustered.")
     p.add_argument("--exact-max", type=int, default=GalleryConfig().exact_max,
                    help="'auto' uses exact search below this size (default: the gallery config's).")
@@ -149,6 +164,75 @@ def _make_data(rng: np.random.Generator, n: int, nq: int, d: int, kind: str, noi
         return out
 
     return draw(n), draw(nq)
+
+
+def _real_embeddings(paths: list[Path]) -> np.ndarray:
+    """Every tracklet embedding recorded in these embeddings.jsonl files, unit norm (RecordingError on a bad file)."""
+    from reidd.match.recording import read_embedding_log
+
+    out = [item.embedding for path in paths for kind, item in read_embedding_log(path) if kind == "query"]
+    if len(out) < 20:
+        raise ValueError(f"--real: {len(out)} tracklet embeddings in {', '.join(map(str, paths))}; need at least 20")
+    return _unit(np.stack(out).astype(np.float32))
+
+
+def _stranger_cos(x: np.ndarray, rng: np.random.Generator, pairs: int = 20000) -> np.ndarray:
+    i, j = rng.integers(0, len(x), pairs), rng.integers(0, len(x), pairs)
+    keep = i != j
+    return np.einsum("ij,ij->i", x[i[keep]], x[j[keep]])
+
+
+class RealisticData:
+    """Identity centres as Dirichlet mixtures of ``m`` real embeddings, views as centre + noise; ``m`` and the
+    noise are calibrated on samples so that views of one identity meet ``view_cos`` and different identities the
+    real embeddings' stranger cosines (their mean and spread)."""
+
+    def __init__(self, real: np.ndarray, view_cos: float, rng: np.random.Generator):
+        self.real, self.d = real, real.shape[1]
+        real_s = _stranger_cos(real, rng)
+        self.target, self.target_sd = float(real_s.mean()), float(real_s.std())
+        best = None
+        for m in range(1, 7):
+            self.m = m
+            for sigma in np.arange(0.1, 1.25, 0.05):
+                self.sigma = float(sigma)
+                c = self._centres(np.random.default_rng(1), 1000)
+                a, b = self._views(np.random.default_rng(2), c), self._views(np.random.default_rng(3), c)
+                same = float(np.einsum("ij,ij->i", a, b).mean())
+                s = _stranger_cos(a, np.random.default_rng(4))
+                strangers = float(s.mean())
+                err = abs(same - view_cos) + abs(strangers - self.target) + abs(float(s.std()) - self.target_sd)
+                if best is None or err < best[0]:
+                    best = (err, m, self.sigma, same, strangers)
+        _, self.m, self.sigma, self.same, self.strangers = best
+        views = self._views(np.random.default_rng(6), self._centres(np.random.default_rng(5), 2000))
+        s = _stranger_cos(views, np.random.default_rng(7))
+        self.stranger_sd, self.stranger_p99 = float(s.std()), float(np.quantile(s, 0.99))
+
+    def _centres(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        pick = rng.integers(0, len(self.real), (n, self.m))
+        w = rng.dirichlet(np.ones(self.m), n).astype(np.float32)
+        return _unit(np.einsum("nm,nmd->nd", w, self.real[pick]))
+
+    def _views(self, rng: np.random.Generator, c: np.ndarray) -> np.ndarray:
+        return _unit(c + self.sigma / np.sqrt(self.d) * rng.standard_normal(c.shape).astype(np.float32))
+
+    def make(self, rng: np.random.Generator, n: int, nq: int) -> tuple[np.ndarray, np.ndarray]:
+        """A gallery of ``n`` entries, three views per identity (a vehicle seen by three cameras), and ``nq``
+        queries: a fourth view of random gallery identities (a vehicle seen again)."""
+        n_ids = max(1, (n + 2) // 3)
+        x = np.empty((n, self.d), dtype=np.float32)
+        owner = np.arange(n) % n_ids
+        centres_q = rng.integers(0, n_ids, nq)
+        cq = np.empty((nq, self.d), dtype=np.float32)
+        for s in range(0, n_ids, _CHUNK):
+            e = min(n_ids, s + _CHUNK)
+            c = self._centres(rng, e - s)
+            rows = np.nonzero((owner >= s) & (owner < e))[0]
+            x[rows] = self._views(rng, c[owner[rows] - s])
+            qs = np.nonzero((centres_q >= s) & (centres_q < e))[0]
+            cq[qs] = c[centres_q[qs] - s]
+        return x, self._views(rng, cq)
 
 
 def _rss() -> int:
@@ -239,11 +323,36 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"bench_gallery: --kinds: unknown kind(s) {bad}; use flat, hnsw, ivf", file=sys.stderr)
         return 2
+    realistic = None
+    if args.data == "realistic":
+        if not args.real:
+            print("bench_gallery: --data realistic needs --real EMBEDDINGS_JSONL ...", file=sys.stderr)
+            return 2
+        if not 0 < args.view_cos < 1:
+            print("bench_gallery: --view-cos must be between 0 and 1", file=sys.stderr)
+            return 2
+        try:
+            real = _real_embeddings(args.real)
+        except Exception as exc:  # RecordingError names the file and line; ValueError too few
+            print(f"bench_gallery: {exc}", file=sys.stderr)
+            return 2
+        args.dim = real.shape[1]
+        realistic = RealisticData(real, args.view_cos, np.random.default_rng(args.seed))
+        real_s = _stranger_cos(real, np.random.default_rng(5))
+        print(f"real: {len(real)} tracklet embeddings of {args.dim} dimensions; different tracklets: cosine mean "
+              f"{real_s.mean():.3f} sd {real_s.std():.3f} p99 {np.quantile(real_s, 0.99):.3f}", file=sys.stderr)
+        print(f"generated: mixtures of {realistic.m}, view noise {realistic.sigma:.3f}: two views of one vehicle "
+              f"{realistic.same:.3f} (asked {args.view_cos}); different vehicles: mean {realistic.strangers:.3f} "
+              f"sd {realistic.stranger_sd:.3f} p99 {realistic.stranger_p99:.3f}",
+              file=sys.stderr)
     rows: list[dict] = []
     swap: dict | None = None
     for n in args.sizes:
         rng = np.random.default_rng(args.seed)
-        x, q = _make_data(rng, n, args.queries, args.dim, args.data, args.noise)
+        if realistic is not None:
+            x, q = realistic.make(rng, n, args.queries)
+        else:
+            x, q = _make_data(rng, n, args.queries, args.dim, args.data, args.noise)
         ids = [str(i) for i in range(n)]
         auto_kind = "ivf" if n >= args.exact_max else "flat"
         kinds = ["flat"] + [k for k in dict.fromkeys([auto_kind, *extra]) if k != "flat"]
@@ -305,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         "queries": args.queries,
         "k": args.k,
         "data": args.data,
+        **({} if realistic is None else {"realistic": {"mixture": realistic.m, "view_noise": round(realistic.sigma, 4),
+                                                        "view_cos": round(realistic.same, 4),
+                                                        "stranger_cos": round(realistic.strangers, 4),
+                                                        "stranger_sd": round(realistic.stranger_sd, 4),
+                                                        "real_stranger_cos": round(realistic.target, 4)}}),
         "exact_max": args.exact_max,
         "cpu_count": os.cpu_count(),
         "results": rows,
