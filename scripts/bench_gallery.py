@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
         help="IVF cells scanned per query; a list such as 16,48,96 times each on the same index.",
     )
     p.add_argument("--train-per-list", type=int, default=24, help="IVF k-means training vectors per cell.")
+    p.add_argument("--nlist", type=int, default=None,
+                   help="IVF cells (gallery.nlist; default: unset, 2 x sqrt(entries)).")
     p.add_argument("--no-swap", action="store_true", help="Skip the build-beside (background retrain) check.")
     p.add_argument(
         "--build-threads",
@@ -249,6 +251,7 @@ def _build(kind: str, x: np.ndarray, ids: list[str], args: argparse.Namespace) -
         hnsw_m=args.hnsw_m,
         ef_search=args.ef_search[0],
         nprobe=args.nprobe[0],
+        nlist=args.nlist,
         train_per_list=args.train_per_list,
         ef_construction=args.ef_construction,
         build_threads=args.build_threads,
@@ -314,6 +317,9 @@ def _time_queries(index: VectorIndex, q: np.ndarray, k: int, label: str) -> tupl
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     positive = ("dim", "queries", "exact_timed", "k", "exact_max", "hnsw_m", "ef_construction", "train_per_list")
+    if args.nlist is not None and args.nlist < 1:
+        print("bench_gallery: --nlist must be >= 1", file=sys.stderr)
+        return 2
     for name in positive:
         if getattr(args, name) < 1:
             print(f"bench_gallery: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
