@@ -280,7 +280,11 @@ def _averaged(model: ReidModel, decay: float | None, resume_meta: dict[str, Any]
     if resume_meta is not None:
         if "averaged" not in resume_meta:
             raise CheckpointMismatch(f"{resume_meta['path']}: trained without ema; resume it without ema")
-        ema.module.load_state_dict(resume_meta["averaged"])
+        try:
+            ema.module.load_state_dict(resume_meta["averaged"])
+        except (RuntimeError, TypeError, AttributeError, KeyError) as exc:  # a damaged or foreign last.pt
+            raise CheckpointMismatch(f"{resume_meta['path']}: its weight average does not fit the model "
+                                     f"({' '.join(str(exc).split())[:200]})") from exc
         ema.n_averaged.fill_(1)  # the next update averages into it instead of copying the model
         log(f"weight average (decay {decay}) resumed")
     return ema

@@ -87,6 +87,21 @@ def test_weight_average_is_what_is_validated_kept_and_resumed(tmp_path: Path) ->
     resumed = train(_cfg(data, tmp_path / "b", ema=0.5, resume=str(tmp_path / "b" / "last.pt")), progress=False)
     for k, v in avg.items():
         assert torch.allclose(v.float(), resumed.model.state_dict()[k].float(), atol=1e-6, rtol=0), k
+    # a last.pt without an average, or with one that does not fit, is refused naming the file
+    from reidd.reid.checkpoint import CheckpointMismatch
+
+    with pytest.raises(CheckpointMismatch, match="trained without ema"):
+        train(_cfg(data, tmp_path / "c", ema=0.5, resume=str(_plain_last(data, tmp_path / "plain"))), progress=False)
+    obj = torch.load(tmp_path / "b" / "last.pt", map_location="cpu", weights_only=True)
+    obj["averaged"] = {"nothing": torch.zeros(1)}
+    torch.save(obj, tmp_path / "damaged.pt")
+    with pytest.raises(CheckpointMismatch, match="damaged.pt: its weight average does not fit"):
+        train(_cfg(data, tmp_path / "d", ema=0.5, resume=str(tmp_path / "damaged.pt")), progress=False)
+
+
+def _plain_last(data: Path, out: Path) -> Path:
+    train(_cfg(data, out), progress=False, stop_after_epoch=1)
+    return out / "last.pt"
 
 
 @pytest.mark.skipif(not VN.is_dir(), reason="shared vn-2cam crops not present")
